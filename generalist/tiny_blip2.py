@@ -10,20 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from generalist.task import IMAGE_TOKEN
+from generalist.tiny_model import (
+    image_processor_class,
+    intermediate_size,
+    set_special_token_ids,
+    vision_tower_config,
+)
 
 
 def make_blip2_processor(cfg: Any, tokenizer: Any) -> Any:
     """A Blip2Processor with a BlipImageProcessor sized to cfg.image_size."""
     from transformers import Blip2Processor
 
-    try:  # the PIL backend: torchvision is not a dependency
-        from transformers import BlipImageProcessorPil as ImageProcessor
-    except ImportError:  # older transformers
-        from transformers import BlipImageProcessor as ImageProcessor
-
     size = {"height": cfg.image_size, "width": cfg.image_size}
     return Blip2Processor(
-        image_processor=ImageProcessor(size=size),
+        image_processor=image_processor_class("BlipImageProcessor")(size=size),
         tokenizer=tokenizer,
         num_query_tokens=cfg.num_query_tokens,
     )
@@ -33,15 +34,8 @@ def tiny_blip2_config(cfg: Any, tokenizer: Any) -> Any:
     """Blip2Config from vision, Q-Former and T5 configs sized by `cfg`."""
     from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, T5Config
 
-    inter = cfg.intermediate_size or 4 * cfg.hidden_size
-    vision = Blip2VisionConfig(
-        hidden_size=cfg.hidden_size,
-        intermediate_size=inter,
-        num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.heads,
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-    )
+    inter = intermediate_size(cfg)
+    vision = vision_tower_config(Blip2VisionConfig, cfg)
     qformer = Blip2QFormerConfig(
         hidden_size=cfg.hidden_size,
         num_hidden_layers=1,
@@ -70,7 +64,6 @@ def tiny_blip2_config(cfg: Any, tokenizer: Any) -> Any:
         num_query_tokens=cfg.num_query_tokens,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
     )
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.decoder_start_token_id = tokenizer.pad_token_id
+    set_special_token_ids(config, tokenizer, "pad", "eos")
+    config.decoder_start_token_id = tokenizer.pad_token_id  # T5 starts decoding from <pad>
     return config

@@ -86,17 +86,49 @@ def train_tokenizer(cfg: Any, texts: Iterable[str] | None, image_token_attr: boo
     )
 
 
+def image_processor_class(name: str) -> Any:
+    """transformers' PIL-backend image processor `<name>Pil`, or `<name>` on older releases.
+
+    The PIL backend because torchvision is not a dependency.
+    """
+    import transformers
+
+    return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+
+
+def intermediate_size(cfg: Any) -> int:
+    """The MLP width of every tower: cfg.intermediate_size, or 4 x hidden_size when unset."""
+    return cfg.intermediate_size or 4 * cfg.hidden_size
+
+
+def vision_tower_config(config_class: Any, cfg: Any) -> Any:
+    """A ViT config (CLIPVisionConfig, Blip2VisionConfig) sized by `cfg`."""
+    return config_class(
+        hidden_size=cfg.hidden_size,
+        intermediate_size=intermediate_size(cfg),
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+    )
+
+
+def set_special_token_ids(config: Any, tokenizer: Any, *names: str) -> Any:
+    """Copy `<name>_token_id` (pad, eos, ...) from the tokenizer onto a config; returns it.
+
+    So a plain `generate()` on an exported model needs no arguments.
+    """
+    for name in names:
+        setattr(config, f"{name}_token_id", getattr(tokenizer, f"{name}_token_id"))
+    return config
+
+
 def make_processor(cfg: Any, tokenizer: Any) -> Any:
     """A LlavaProcessor: CLIPImageProcessor resized to image_size, one CLS token dropped."""
     from transformers import LlavaProcessor
 
-    try:  # the PIL backend: torchvision is not a dependency
-        from transformers import CLIPImageProcessorPil as ImageProcessor
-    except ImportError:  # older transformers
-        from transformers import CLIPImageProcessor as ImageProcessor
-
     size = cfg.image_size
-    image_processor = ImageProcessor(
+    image_processor = image_processor_class("CLIPImageProcessor")(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
     return LlavaProcessor(
@@ -113,18 +145,10 @@ def tiny_llava_config(cfg: Any, tokenizer: Any) -> Any:
     """LlavaConfig from a CLIPVisionConfig and a LlamaConfig sized by `cfg`."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    inter = cfg.intermediate_size or 4 * cfg.hidden_size
-    vision = CLIPVisionConfig(
-        hidden_size=cfg.hidden_size,
-        intermediate_size=inter,
-        num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.heads,
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-    )
+    vision = vision_tower_config(CLIPVisionConfig, cfg)
     text = LlamaConfig(
         hidden_size=cfg.hidden_size,
-        intermediate_size=inter,
+        intermediate_size=intermediate_size(cfg),
         num_hidden_layers=cfg.text_layers,
         num_attention_heads=cfg.heads,
         num_key_value_heads=cfg.heads,
@@ -143,11 +167,7 @@ def tiny_llava_config(cfg: Any, tokenizer: Any) -> Any:
         vision_feature_layer=-1,
         projector_hidden_act="gelu",
     )
-    # generation defaults so a plain `generate()` on the exported model needs no arguments
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    return config
+    return set_special_token_ids(config, tokenizer, "pad", "eos", "bos")
 
 
 def build_tiny(
@@ -187,8 +207,7 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = cls(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
+    set_special_token_ids(model.generation_config, tok, "pad", "eos")
     if blip2:
         model.generation_config.decoder_start_token_id = tok.pad_token_id
     else:
