@@ -19,13 +19,12 @@ Published formats read:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from generalist.errors import DataError
 from generalist.records import DATASETS, BadRecord, Dataset, Record
+from generalist.source_files import first_file, json_rows, missing_keys, read_json
 from generalist.task import TASKS, Task, multiple_choice_parts
 
 ADAPTER_VERSION = 1
@@ -34,41 +33,11 @@ PUBMEDQA_OPTIONS = ("yes", "no", "maybe")
 
 def find_file(source: Path, name: str, subdirs: tuple[str, ...], dataset: str) -> Path:
     """`source/<subdir>/<name>` for the first subdir that has it; DataError if none does."""
-    for subdir in subdirs:
-        path = Path(source) / subdir / name
-        if path.is_file():
-            return path
+    path = first_file(source, (Path(subdir) / name for subdir in subdirs))
+    if path is not None:
+        return path
     places = ", ".join(str(Path(source) / d / name) for d in subdirs)
     raise DataError(f"{dataset}: missing {name}; looked for {places}")
-
-
-def json_lines(path: Path, required: tuple[str, ...], dataset: str) -> Iterator[Any]:
-    """(line number, object) per non-empty line; bad lines come out as BadRecord.
-
-    A first line without the required keys means the wrong file or format: raised, not skipped.
-    """
-    with open(path, encoding="utf-8") as file:
-        first = True
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield number, BadRecord(f"{dataset}: {where} is not valid JSON ({err})")
-                continue
-            missing = [k for k in required if not isinstance(row, dict) or k not in row]
-            if missing and first:
-                raise DataError(
-                    f"{dataset}: {where} lacks keys {missing}; expected the published "
-                    f"format with keys {list(required)}"
-                )
-            first = False
-            if missing:
-                yield number, BadRecord(f"{dataset}: {where} lacks keys {missing}")
-                continue
-            yield number, row
 
 
 MEDQA_FILES = {"train": "train", "validation": "dev", "test": "test"}
@@ -81,7 +50,7 @@ def iter_medqa(source: Path, split: str) -> Iterator[Record | BadRecord]:
     path = find_file(
         source, name, MEDQA_DIRS + tuple(f"data_clean/{d}" for d in MEDQA_DIRS[2:]), "medqa"
     )
-    for number, row in json_lines(path, ("question", "options", "answer_idx"), "medqa"):
+    for number, row in json_rows(path, ("question", "options", "answer_idx"), "medqa"):
         if isinstance(row, BadRecord):
             yield row
             continue
@@ -117,7 +86,7 @@ MEDMCQA_KEYS = ("id", "question", "opa", "opb", "opc", "opd", "cop")
 def iter_medmcqa(source: Path, split: str) -> Iterator[Record | BadRecord]:
     """MedMCQA JSON lines -> question, options [opa..opd], answer (text of option cop, 1-based)."""
     path = find_file(source, MEDMCQA_FILES[split], ("", "data"), "medmcqa")
-    for number, row in json_lines(path, MEDMCQA_KEYS, "medmcqa"):
+    for number, row in json_rows(path, MEDMCQA_KEYS, "medmcqa"):
         if isinstance(row, BadRecord):
             yield row
             continue
@@ -155,18 +124,11 @@ def iter_medmcqa(source: Path, split: str) -> Iterator[Record | BadRecord]:
 PUBMEDQA_KEYS = ("QUESTION", "CONTEXTS", "final_decision")
 
 
-def _read_json(path: Path, dataset: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{dataset}: {path} is not valid JSON ({err})") from None
-
-
 def iter_pubmedqa(source: Path, split: str) -> Iterator[Record | BadRecord]:
     """PubMedQA PQA-L -> question, context (joined CONTEXTS), options yes/no/maybe, answer."""
-    data = _read_json(find_file(source, "ori_pqal.json", ("", "data"), "pubmedqa"), "pubmedqa")
+    data = read_json(find_file(source, "ori_pqal.json", ("", "data"), "pubmedqa"), "pubmedqa")
     truth_path = find_file(source, "test_ground_truth.json", ("", "data"), "pubmedqa")
-    truth = _read_json(truth_path, "pubmedqa")
+    truth = read_json(truth_path, "pubmedqa")
     if not isinstance(data, dict) or not isinstance(truth, dict):
         raise DataError(f"pubmedqa: ori_pqal.json and {truth_path.name} must be JSON objects")
     unknown = sorted(set(truth) - set(data))
@@ -176,7 +138,7 @@ def iter_pubmedqa(source: Path, split: str) -> Iterator[Record | BadRecord]:
         if (pmid in truth) != (split == "test"):
             continue
         where = f"pubmedqa: ori_pqal.json pmid {pmid}"
-        missing = [k for k in PUBMEDQA_KEYS if not isinstance(item, dict) or k not in item]
+        missing = missing_keys(item, PUBMEDQA_KEYS)
         if missing:
             yield BadRecord(f"{where} lacks keys {missing}")
             continue

@@ -24,7 +24,7 @@ from typing import Any
 
 from generalist.errors import DataError
 from generalist.records import DATASETS, BadRecord, Dataset, IterRecords, Record
-from generalist.source_files import check_split, image_problem
+from generalist.source_files import check_split, image_problem, parquet_rows
 from generalist.task import TASKS, Task, normalize_text, vqa_parts
 
 ADAPTER_VERSION = 1
@@ -63,25 +63,6 @@ def split_files(source: Path, split: str, dataset: str) -> list[Path]:
             f"starting with {'/'.join(prefixes)}-; found {found or 'no parquet files'})"
         )
     return files
-
-
-def _rows(data_files: list[str] | str, split: str, where: str) -> Iterator[dict[str, Any]]:
-    """Rows through `datasets` (streaming: no arrow cache copy), images left undecoded."""
-    import datasets
-
-    if isinstance(data_files, list):
-        stream = datasets.load_dataset(
-            "parquet", data_files={split: data_files}, split=split, streaming=True
-        )
-    else:  # a hub name
-        stream = datasets.load_dataset(data_files, split=split, streaming=True)
-    columns = list(stream.column_names or [])
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise DataError(f"{where} lacks column(s) {missing}; it has {columns}")
-    if isinstance(stream.features["image"], datasets.Image):
-        stream = stream.cast_column("image", datasets.Image(decode=False))
-    return iter(stream)
 
 
 def _image_bytes(cell: Any, source: Path) -> tuple[bytes | None, str]:
@@ -139,7 +120,8 @@ def make_iter_records(dataset: str, splits: tuple[str, ...]) -> IterRecords:
         n = 0  # row number over the split's files: the record id
         for files, root, file in sources:
             name = f"{root / file}" if isinstance(files, list) else file
-            for i, row in enumerate(_rows(files, split, f"{dataset}: {name}")):
+            rows = parquet_rows(files, split, REQUIRED_COLUMNS, f"{dataset}: {name}")
+            for i, row in enumerate(rows):
                 n += 1
                 if "q_lang" in row and str(row["q_lang"]).lower() != "en":
                     continue  # Slake: English questions only (as Med-PaLM M)

@@ -21,134 +21,33 @@ BadRecords. `validate` in the split file is our `validation`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from generalist.records import DATASETS, BadRecord, Dataset, Record
-from generalist.source_files import check_split, csv_row, image_problem, read_csv, require_file
+from generalist.source_files import check_split, csv_row, read_csv, require_file
 from generalist.task import TASKS, Parts, Task, generation_parts
+
+from .mimic_cxr_files import SPLIT_NAMES, MimicCxrFiles, table_names
+from .mimic_cxr_files import parse_report as parse_report  # re-exported: the report format
 
 CONDITIONS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 YES_NO = ("yes", "no")
-FRONTAL_VIEWS = ("AP", "PA")
 ADAPTER_VERSION = 1
-SPLIT_NAMES = {"train": "train", "validate": "validation", "test": "test"}
 CHEXPERT_VALUES = {"1.0": "yes", "1": "yes", "0.0": "no", "0": "no", "-1.0": None, "-1": None}
 _log = logging.getLogger(__name__)
-
-# Report headings -> our section names (what create_section_files.py normalises, in brief).
-SECTION_NAMES = {
-    "FINDINGS": "findings",
-    "FINDING": "findings",
-    "FINDINGS AND IMPRESSION": "findings",
-    "IMPRESSION": "impression",
-    "IMPRESSIONS": "impression",
-    "CONCLUSION": "impression",
-    "INDICATION": "indication",
-    "INDICATIONS": "indication",
-    "CLINICAL INDICATION": "indication",
-    "HISTORY": "indication",
-    "CLINICAL HISTORY": "indication",
-    "REASON FOR EXAM": "indication",
-    "REASON FOR EXAMINATION": "indication",
-}
-# A heading is an upper-case phrase ending in ':' at the start of a line (reports indent one
-# space); lower-case text such as "PA and lateral views:" never matches.
-_HEADING = re.compile(r"^[ \t]*([A-Z][A-Z /()&,'-]*[A-Z)])[ \t]*:", re.MULTILINE)
-
-
-def parse_report(text: str) -> dict[str, str]:
-    """findings, impression and indication of a free-text report ("" where absent).
-
-    Our own small parser (the official create_section_files.py is a script, not a library):
-    text runs from a heading to the next heading, whitespace collapsed; repeated sections
-    (an addendum's second IMPRESSION) are joined.
-    """
-    sections: dict[str, list[str]] = {"findings": [], "impression": [], "indication": []}
-    headings = list(_HEADING.finditer(text))
-    for heading, following in zip(headings, [*headings[1:], None]):
-        name = SECTION_NAMES.get(re.sub(r"\s+", " ", heading.group(1)))
-        if name is None:
-            continue
-        body = text[heading.end() : following.start() if following else len(text)]
-        body = re.sub(r"\s+", " ", body).strip()
-        if body:
-            sections[name].append(body)
-    return {name: " ".join(parts) for name, parts in sections.items()}
-
-
-class _Source:
-    """The csv tables and file layout of one MIMIC-CXR-JPG download."""
-
-    def __init__(self, source: Path, dataset: str) -> None:
-        self.root, self.dataset = Path(source), dataset
-        hint = "--source is the MIMIC-CXR-JPG root (with files/ and the csv files)"
-        self.split_csv = require_file(source, _names("split"), dataset, hint)
-        self.metadata_csv = require_file(source, _names("metadata"), dataset, hint)
-        columns = ("dicom_id", "study_id", "subject_id", "split")
-        self.splits = read_csv(self.split_csv, columns, dataset)
-        metadata = read_csv(self.metadata_csv, ("dicom_id", "ViewPosition"), dataset)
-        self.view = {row["dicom_id"]: row["ViewPosition"].strip() for row in metadata}
-        self._reports: dict[Path, dict[str, str]] = {}
-
-    def study_dir(self, subject: str, study: str) -> Path:
-        return self.root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
-
-    def image(self, row: Mapping[str, str], where: str) -> bytes | BadRecord:
-        path = self.study_dir(row["subject_id"], row["study_id"]) / f"{row['dicom_id']}.jpg"
-        if not path.is_file():
-            return BadRecord(f"{self.dataset}: {where}: image {path} is missing")
-        data = path.read_bytes()
-        problem = image_problem(data)
-        return BadRecord(f"{self.dataset}: {where}: {path}: {problem}") if problem else data
-
-    def report(self, row: Mapping[str, str], where: str) -> dict[str, str] | BadRecord:
-        subject, study = row["subject_id"], row["study_id"]
-        relative = Path("files") / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
-        candidates = [self.root / relative, self.root / "mimic-cxr-reports" / relative]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            return BadRecord(f"{self.dataset}: {where}: report {candidates[0]} is missing")
-        if path not in self._reports:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            self._reports = {path: parse_report(text)}  # rows of a study are adjacent
-        return self._reports[path]
-
-    def rows(self, split: str) -> Iterator[tuple[Mapping[str, str], str] | BadRecord]:
-        """(row, 'file line N') of `split` in the split file; an unknown split -> BadRecord."""
-        for index, row in enumerate(self.splits):
-            where = csv_row(self.split_csv, index)
-            published = row["split"].strip()
-            if published not in SPLIT_NAMES:
-                if split == "train":  # reported once, not once per split
-                    yield BadRecord(
-                        f"{self.dataset}: {where}: split {published!r} is not one of "
-                        f"{list(SPLIT_NAMES)}"
-                    )
-            elif SPLIT_NAMES[published] == split:
-                yield row, where
-
-
-def _names(table: str) -> tuple[str, ...]:
-    versions = ("2.0.0", "2.1.0")
-    return tuple(f"mimic-cxr-{v}-{table}.csv{gz}" for v in versions for gz in (".gz", ""))
 
 
 def iter_reports(source: Path, split: str) -> Iterator[Record | BadRecord]:
     """One record per frontal image whose report has a FINDINGS section."""
     check_split(split, SPLIT_NAMES.values(), "mimic_cxr")
-    data, left_out = _Source(source, "mimic_cxr"), {"lateral": 0, "no findings": 0}
-    for item in data.rows(split):
+    data, left_out = MimicCxrFiles(source, "mimic_cxr"), {"lateral": 0, "no findings": 0}
+    for item in data.frontal_rows(split, left_out):
         if isinstance(item, BadRecord):
             yield item
             continue
-        row, where = item
-        view = data.view.get(row["dicom_id"], "")
-        if view not in FRONTAL_VIEWS:
-            left_out["lateral"] += 1
-            continue
+        row, where, view = item
         report = data.report(row, where)
         if isinstance(report, BadRecord):
             yield report
@@ -173,21 +72,17 @@ def iter_reports(source: Path, split: str) -> Iterator[Record | BadRecord]:
 def iter_conditions(source: Path, split: str) -> Iterator[Record | BadRecord]:
     """One record per (frontal image, condition) with a definite CheXpert label."""
     check_split(split, SPLIT_NAMES.values(), "mimic_cxr_conditions")
-    data = _Source(source, "mimic_cxr_conditions")
+    data = MimicCxrFiles(source, "mimic_cxr_conditions")
     hint = "the CheXpert labels come with MIMIC-CXR-JPG"
-    chexpert_csv = require_file(source, _names("chexpert"), "mimic_cxr_conditions", hint)
+    chexpert_csv = require_file(source, table_names("chexpert"), "mimic_cxr_conditions", hint)
     rows = read_csv(chexpert_csv, ("subject_id", "study_id", *CONDITIONS), "mimic_cxr_conditions")
     labels = {(r["subject_id"], r["study_id"]): (i, r) for i, r in enumerate(rows)}
     left_out = {"lateral": 0, "no CheXpert row": 0}
-    for item in data.rows(split):
+    for item in data.frontal_rows(split, left_out):
         if isinstance(item, BadRecord):
             yield item
             continue
-        row, where = item
-        view = data.view.get(row["dicom_id"], "")
-        if view not in FRONTAL_VIEWS:
-            left_out["lateral"] += 1
-            continue
+        row, where, view = item
         found = labels.get((row["subject_id"], row["study_id"]))
         if found is None:
             left_out["no CheXpert row"] += 1

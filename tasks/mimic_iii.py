@@ -20,6 +20,7 @@ from typing import Any
 
 from generalist.errors import DataError
 from generalist.records import DATASETS, BadRecord, Dataset, Record
+from generalist.source_files import first_file, json_lines, missing_keys
 from generalist.task import TASKS, Task, generation_parts
 
 ADAPTER_VERSION = 1
@@ -33,11 +34,12 @@ OPTIONAL = ("modality", "body_part")
 
 
 def find_split_file(source: Path, split: str) -> Path:
-    for stem in SPLIT_FILES[split]:
-        for ext in (".csv", ".jsonl"):
-            path = Path(source) / f"{stem}{ext}"
-            if path.is_file():
-                return path
+    """`<stem>.csv` or `<stem>.jsonl` for the first of the split's stems that exists."""
+    path = first_file(
+        source, (f"{s}{ext}" for s in SPLIT_FILES[split] for ext in (".csv", ".jsonl"))
+    )
+    if path is not None:
+        return path
     names = [f"{s}.csv|.jsonl" for s in SPLIT_FILES[split]]
     raise DataError(f"mimic_iii: no file for split {split!r} in {source}; expected one of {names}")
 
@@ -56,27 +58,19 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield number, BadRecord(f"mimic_iii: {path} line {number}: bad JSON ({err})")
-                continue
-            if not isinstance(row, dict) or "inputs" not in row or "target" not in row:
-                if number == 1:
-                    raise DataError(
-                        f"mimic_iii: {path} line 1 lacks keys inputs/target; expected "
-                        f'clin-summ jsonl {{"idx", "inputs", "target"}}'
-                    )
-                yield number, BadRecord(f"mimic_iii: {path} line {number} lacks inputs/target")
-                continue
-            yield (
-                number,
-                {"id": row.get("idx"), "findings": row["inputs"], "impression": row["target"]},
-            )
+    for number, row in json_lines(path):
+        if isinstance(row, json.JSONDecodeError):
+            yield number, BadRecord(f"mimic_iii: {path} line {number}: bad JSON ({row})")
+            continue
+        if missing_keys(row, ("inputs", "target")):
+            if number == 1:
+                raise DataError(
+                    f"mimic_iii: {path} line 1 lacks keys inputs/target; expected "
+                    f'clin-summ jsonl {{"idx", "inputs", "target"}}'
+                )
+            yield number, BadRecord(f"mimic_iii: {path} line {number} lacks inputs/target")
+            continue
+        yield number, {"id": row.get("idx"), "findings": row["inputs"], "impression": row["target"]}
 
 
 def iter_mimic_iii(source: Path, split: str) -> Iterator[Record | BadRecord]:

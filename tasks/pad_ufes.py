@@ -19,9 +19,9 @@ from generalist.records import DATASETS, BadRecord, Dataset, Record
 from generalist.source_files import (
     check_split,
     csv_row,
-    image_problem,
     patient_split,
     read_csv,
+    read_image,
     require_file,
 )
 from generalist.task import TASKS, Task, classification_parts
@@ -104,10 +104,9 @@ def iter_records(source: Path, split: str) -> Iterator[Record | BadRecord]:
         if path is None:
             yield BadRecord(f"{where}: image {name!r} is not under {source}")
             continue
-        data = path.read_bytes()
-        problem = image_problem(data)
-        if problem:
-            yield BadRecord(f"{where}: {path}: {problem}")
+        data = read_image(path, where)
+        if isinstance(data, BadRecord):
+            yield data
             continue
         yield Record(
             id=Path(name).stem,
