@@ -29,77 +29,43 @@ import json
 import math
 import os
 import time
-import urllib.request
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-MAX_KEY = 250  # MLflow's key length limit (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
-MAX_VALUE = 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
-PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
-METRICS_PER_BATCH = 1000  # MAX_METRICS_PER_BATCH
-_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /:")
+# Also imported from here by sync, leaderboard, demo and tests: MAX_VALUE, flatten_params,
+# is_remote, server_answers, default_tracking_uri, read_metrics (hence `__all__`).
+from generalist.mlflow_calls import (
+    MAX_VALUE,
+    default_tracking_uri,
+    ensure_experiment,
+    flatten_params,
+    is_remote,
+    log_metrics,
+    safe_key,
+    send,
+    server_answers,
+    table_columns,
+)
+from generalist.run_records import (
+    append_metrics,
+    atomic_write,
+    count_lines,
+    merge_params,
+    read_metrics,
+    write_table,
+)
 
-
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
-
-
-def safe_key(key: str) -> str:
-    """An MLflow-valid key: unsupported characters -> '_', at most MAX_KEY characters."""
-    return "".join(c if c in _KEY_CHARS else "_" for c in key)[:MAX_KEY]
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mappings -> {"a.b.c": str(value)}; values cut to MLflow's 6000 characters."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, f"{name}."))
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        flat[safe_key(name)] = text[:MAX_VALUE]
-    return flat
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _jsonable(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def server_answers(uri: str, timeout: float = 2.0) -> bool:
-    """True when an MLflow server at `uri` answers its /health endpoint."""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
-def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    """The id of experiment `name`, created (artifacts beside a sqlite file) when missing."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        location = (db.parent / "artifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+__all__ = [
+    "MAX_VALUE",
+    "Tracker",
+    "default_tracking_uri",
+    "flatten_params",
+    "is_remote",
+    "read_metrics",
+    "server_answers",
+]
 
 
 class Tracker:
@@ -137,7 +103,7 @@ class Tracker:
         elif self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # lines an earlier process wrote that MLflow may not have yet: sent first, when it answers
-        self._lines = _count_lines(self.run_dir / "metrics.jsonl")
+        self._lines = count_lines(self.run_dir / "metrics.jsonl")
         if self._lines:
             self._queue.append(("backlog", self._lines))
         self._flush(force=True)
@@ -148,10 +114,7 @@ class Tracker:
         if not self.enabled:
             return
         flat = flatten_params(params)
-        path = self.run_dir / "params.json"
-        merged = json.loads(path.read_text()) if path.exists() else {}
-        merged.update(flat)
-        _atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
+        merge_params(self.run_dir, flat)
         self._queue.append(("params", flat))
         self._flush()
 
@@ -161,9 +124,7 @@ class Tracker:
             return
         now = time.time()
         values = {safe_key(k): float(v) for k, v in metrics.items()}
-        line = {"step": int(step), "time": now, **{k: _jsonable(v) for k, v in values.items()}}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
+        append_metrics(self.run_dir, values, step, now)
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         self._queue.append(("metrics", (finite, int(step), int(now * 1000), self._lines)))
         self._lines += 1
@@ -180,20 +141,12 @@ class Tracker:
         """Rows (dicts with the same keys) as <run_dir>/tables/<name>.jsonl and an MLflow table."""
         if not self.enabled:
             return
-        path = self.run_dir / "tables" / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, "".join(json.dumps(dict(r), default=str) + "\n" for r in rows))
-        columns: dict[str, list[Any]] = {}
-        for row in rows:
-            for key in row:
-                columns.setdefault(key, [])
-        for row in rows:
-            for key, column in columns.items():
-                column.append(row.get(key))
-        self._queue.append(("table", (columns, f"tables/{name}.json")))
+        write_table(self.run_dir, name, rows)
+        self._queue.append(("table", (table_columns(rows), f"tables/{name}.json")))
         self._flush()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Run tags (keys made MLflow-valid, values cut to its limit)."""
         if not self.enabled:
             return
         self._queue.append(("tags", {safe_key(k): str(v)[:MAX_VALUE] for k, v in tags.items()}))
@@ -274,7 +227,7 @@ class Tracker:
         experiment_id = ensure_experiment(self._client, self.experiment, self.tracking_uri)
         run = self._client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
         self.run_id = run.info.run_id
-        _atomic_write(
+        atomic_write(
             pointer,
             json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}, indent=1),
         )
@@ -292,37 +245,15 @@ class Tracker:
         return True
 
     def _send(self, kind: str, payload: Any) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        client, run_id = self._client, self.run_id
-        if kind == "params":
-            params = [Param(k, v) for k, v in payload.items()]
-            for chunk in _chunks(params, PARAMS_PER_BATCH):
-                client.log_batch(run_id, params=chunk)
-        elif kind == "metrics":
+        if kind == "metrics":
             values, step, stamp, line = payload
             if line >= self.sent_lines():  # else an earlier Tracker's backlog already held it
-                entries = [Metric(k, v, stamp, step) for k, v in values.items()]
-                for chunk in _chunks(entries, METRICS_PER_BATCH):
-                    client.log_batch(run_id, metrics=chunk)
+                log_metrics(self._client, self.run_id, values, stamp, step)
                 self._set_sent(lines=line + 1)
         elif kind == "backlog":
             self._send_backlog(payload)
-        elif kind == "tags":
-            tags = [RunTag(k, v) for k, v in payload.items()]
-            for chunk in _chunks(tags, PARAMS_PER_BATCH):
-                client.log_batch(run_id, tags=chunk)
-        elif kind == "artifact":
-            path, artifact_path = payload
-            if Path(path).is_dir():
-                client.log_artifacts(run_id, path, artifact_path)
-            else:
-                client.log_artifact(run_id, path, artifact_path)
-        elif kind == "table":
-            columns, artifact_file = payload
-            client.log_table(run_id, data=columns, artifact_file=artifact_file)
-        elif kind == "end":
-            client.set_terminated(run_id, status=payload)
+        else:
+            send(self._client, self.run_id, kind, payload)
 
     # ---- delivery record (mlflow_sent.json) ----------------------------------------------------
     def _sent(self) -> dict[str, Any]:
@@ -338,12 +269,10 @@ class Tracker:
         saved = self._sent()
         if self.run_id is not None and saved.get("run_id") != self.run_id:  # a new MLflow run
             saved = {"run_id": self.run_id, "status": saved.get("status")}
-        _atomic_write(self.run_dir / "mlflow_sent.json", json.dumps({**saved, **values}))
+        atomic_write(self.run_dir / "mlflow_sent.json", json.dumps({**saved, **values}))
 
     def _send_backlog(self, upto: int) -> None:
         """Lines [sent_lines, upto) of metrics.jsonl (written by earlier processes) to MLflow."""
-        from mlflow.entities import Metric
-
         start = self.sent_lines()
         lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         for number in range(start, min(upto, len(lines))):
@@ -352,33 +281,6 @@ class Tracker:
             except json.JSONDecodeError:  # a line torn by a kill
                 continue
             step, stamp = int(row.pop("step")), int(float(row.pop("time")) * 1000)
-            entries = [Metric(k, float(v), stamp, step) for k, v in row.items() if v is not None]
-            for chunk in _chunks(entries, METRICS_PER_BATCH):
-                self._client.log_batch(self.run_id, metrics=chunk)
+            log_metrics(self._client, self.run_id, row, stamp, step)
             self._set_sent(lines=number + 1)
         self._set_sent(lines=max(start, upto))
-
-
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as file:
-        return sum(1 for _ in file)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The lines of <run_dir>/metrics.jsonl (a torn last line from a kill is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
