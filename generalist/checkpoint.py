@@ -27,32 +27,54 @@ import errno
 import json
 import os
 import pickle
-import random
-import re
 import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from generalist import distributed as dist
+from generalist.checkpoint_layout import (
+    RESUME_KEYS,
+    check_resumable,
+    complete_checkpoints,
+    is_complete,
+    latest_checkpoint,
+    prune,
+    resolve_resume,
+    step_dir,
+)
 from generalist.errors import ConfigError, GeneralistError
+from generalist.rng_state import rng_state, set_rng_state
+
+# Saving and loading live here; the directory layout and RNG states have their own modules,
+# re-exported so callers keep using `generalist.checkpoint` for all of it.
+__all__ = [
+    "ENGINE_TAG",
+    "RESUME_KEYS",
+    "CheckpointError",
+    "check_resumable",
+    "complete_checkpoints",
+    "gathered_state_dict",
+    "is_complete",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "prune",
+    "resolve_resume",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "step_dir",
+    "weights_only_load",
+]
 
 ENGINE_TAG = "engine"
 
 
 class CheckpointError(GeneralistError):
     """A checkpoint that cannot be written (disk full) or must not be loaded (unsafe pickle)."""
-
-
-_STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-def step_dir(root: Path, step: int) -> Path:
-    return root / f"step-{step:06d}"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -62,37 +84,6 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain types (weights_only-loadable)."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(np_kind),
-            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "gauss": float(np_gauss),
-        },
-        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
@@ -176,86 +167,6 @@ def _save(
         prune(root, keep)
     dist.barrier()
     return final
-
-
-def is_complete(path: Path) -> bool:
-    return _STEP_DIR.match(path.name) is not None and (path / "trainer.json").is_file()
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def prune(root: Path, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints; remove older ones and stale .tmp dirs."""
-    done = complete_checkpoints(root)
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob("step-*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint `latest` points to, or the newest complete one if the pointer is bad."""
-    pointer = root / "latest"
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
-        if is_complete(target):
-            return target
-    done = complete_checkpoints(root)
-    return done[-1] if done else None
-
-
-def resolve_resume(resume: str | None, root: Path) -> Path | None:
-    """The checkpoint to resume from: None (fresh), 'auto' (latest under root, if any), a path."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        return latest_checkpoint(root)
-    path = Path(resume)
-    if not is_complete(path):
-        raise ConfigError(
-            f"config key 'resume': {path} is not a complete checkpoint (no trainer.json in a "
-            f"step-N directory); pick one under {root} or use resume=auto"
-        )
-    return path
-
-
-# Config keys a resumed run must share with the checkpoint (others, e.g. steps, may change).
-RESUME_KEYS = ("model", "lora", "mixture", "tasks", "seed", "batch.micro_batch_size",
-               "batch.group_by_length", "num_workers")  # fmt: skip
-
-
-def _difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
-    """The first (dotted key, old, new) where two JSON values differ, descending into dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for part in sorted(set(old) | set(new)):
-            found = _difference(old.get(part), new.get(part), f"{key}.{part}")
-            if found:
-                return found
-        return None
-    return None if old == new else (key, old, new)
-
-
-def check_resumable(path: Path, config: Mapping[str, Any]) -> None:
-    """ConfigError naming the first key under RESUME_KEYS whose value differs from the
-    checkpoint's (cheap: reads trainer.json; call it before any distributed setup)."""
-    saved = json.loads((path / "trainer.json").read_text())["config"]
-    for key in RESUME_KEYS:
-        old, new = saved, dict(config)
-        for part in key.split("."):
-            old, new = old.get(part), new.get(part)
-        found = _difference(old, new, key)
-        if found:
-            name, was, now = found
-            raise ConfigError(
-                f"config key {name!r} is {now!r} but checkpoint {path} was written with {was!r}; "
-                f"resume with the same value, or start afresh (resume=none or a new output_dir)"
-            )
 
 
 def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[str, Any]]:
