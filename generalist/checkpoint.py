@@ -29,7 +29,8 @@ import os
 import pickle
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,51 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` under `root` (collective: every rank calls it). Returns its dir.
     A full disk raises CheckpointError; the previous checkpoint and `latest` stay as they were."""
+    from generalist.model import save_model_dir
+
     final = step_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
+    with _disk_full_keeps_latest(root, final, tmp):
+        if dist.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        engine.save_checkpoint(
+            str(tmp), tag=ENGINE_TAG, save_latest=False, exclude_frozen_parameters=True
+        )
+        state_dict = gathered_state_dict(engine)
+        if dist.is_main():
+            try:
+                save_model_dir(bundle, tmp / "model", state_dict=state_dict)
+            except GeneralistError as err:
+                # Before the first update with lr > 0 (warmup) LoRA B is still zero: the engine
+                # state below is all a resume needs; export/evaluate wait for a later checkpoint.
+                if "empty adapter" not in str(err):
+                    raise
+                warnings.warn(f"checkpoint step {step}: no model/ yet ({err})", stacklevel=2)
+        rank = dist.rank()
+        (tmp / "data").mkdir(exist_ok=True)
+        (tmp / "rng").mkdir(exist_ok=True)
+        _write_atomic(tmp / "data" / f"rank-{rank}.json", json.dumps(position))
+        torch.save(rng_state(), tmp / "rng" / f"rank-{rank}.pt")
+        dist.barrier()  # every rank's files are in tmp
+        if dist.is_main():
+            meta = {"step": step, "world_size": dist.world_size(), "config": dict(config)}
+            _write_atomic(tmp / "trainer.json", json.dumps(meta, indent=2, default=str))
+            if final.exists():  # the same step saved again after a resume
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _write_atomic(root / "latest", final.name + "\n")
+            prune(root, keep)
+        dist.barrier()
+    return final
+
+
+@contextmanager
+def _disk_full_keeps_latest(root: Path, final: Path, tmp: Path) -> Iterator[None]:
+    """A full disk inside the block: the partial save is removed, CheckpointError raised."""
     try:
-        return _save(root, final, tmp, step, engine, bundle, position, config, keep)
+        yield
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
@@ -119,54 +161,6 @@ def save_checkpoint(
             f"removed and {kept or 'no earlier checkpoint'} is kept as the latest. Free space "
             f"under {root} and run again (resume=auto continues from the latest checkpoint)"
         ) from None
-
-
-def _save(
-    root: Path,
-    final: Path,
-    tmp: Path,
-    step: int,
-    engine: Any,
-    bundle: Any,
-    position: Mapping[str, Any],
-    config: Mapping[str, Any],
-    keep: int,
-) -> Path:
-    from generalist.model import save_model_dir
-
-    if dist.is_main():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    engine.save_checkpoint(
-        str(tmp), tag=ENGINE_TAG, save_latest=False, exclude_frozen_parameters=True
-    )
-    state_dict = gathered_state_dict(engine)
-    if dist.is_main():
-        try:
-            save_model_dir(bundle, tmp / "model", state_dict=state_dict)
-        except GeneralistError as err:
-            # Before the first update with lr > 0 (warmup) LoRA B is still zero: the engine state
-            # below is all a resume needs; export/evaluate wait for a later checkpoint.
-            if "empty adapter" not in str(err):
-                raise
-            warnings.warn(f"checkpoint step {step}: no model/ yet ({err})", stacklevel=2)
-    rank = dist.rank()
-    (tmp / "data").mkdir(exist_ok=True)
-    (tmp / "rng").mkdir(exist_ok=True)
-    _write_atomic(tmp / "data" / f"rank-{rank}.json", json.dumps(position))
-    torch.save(rng_state(), tmp / "rng" / f"rank-{rank}.pt")
-    dist.barrier()  # every rank's files are in tmp
-    if dist.is_main():
-        meta = {"step": step, "world_size": dist.world_size(), "config": dict(config)}
-        _write_atomic(tmp / "trainer.json", json.dumps(meta, indent=2, default=str))
-        if final.exists():  # the same step saved again after a resume
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _write_atomic(root / "latest", final.name + "\n")
-        prune(root, keep)
-    dist.barrier()
-    return final
 
 
 def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[str, Any]]:
