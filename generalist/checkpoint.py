@@ -49,6 +49,7 @@ from generalist.checkpoint_layout import (
 )
 from generalist.errors import ConfigError, GeneralistError
 from generalist.rng_state import rng_state, set_rng_state
+from generalist.run_records import atomic_write
 
 # Saving and loading live here; the directory layout and RNG states have their own modules,
 # re-exported so callers keep using `generalist.checkpoint` for all of it.
@@ -76,15 +77,6 @@ ENGINE_TAG = "engine"
 
 class CheckpointError(GeneralistError):
     """A checkpoint that cannot be written (disk full) or must not be loaded (unsafe pickle)."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
@@ -131,16 +123,16 @@ def save_checkpoint(
         rank = dist.rank()
         (tmp / "data").mkdir(exist_ok=True)
         (tmp / "rng").mkdir(exist_ok=True)
-        _write_atomic(tmp / "data" / f"rank-{rank}.json", json.dumps(position))
+        atomic_write(tmp / "data" / f"rank-{rank}.json", json.dumps(position), fsync=True)
         torch.save(rng_state(), tmp / "rng" / f"rank-{rank}.pt")
         dist.barrier()  # every rank's files are in tmp
         if dist.is_main():
             meta = {"step": step, "world_size": dist.world_size(), "config": dict(config)}
-            _write_atomic(tmp / "trainer.json", json.dumps(meta, indent=2, default=str))
+            atomic_write(tmp / "trainer.json", json.dumps(meta, indent=2, default=str), fsync=True)
             if final.exists():  # the same step saved again after a resume
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _write_atomic(root / "latest", final.name + "\n")
+            atomic_write(root / "latest", final.name + "\n", fsync=True)
             prune(root, keep)
         dist.barrier()
     return final

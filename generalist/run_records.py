@@ -15,10 +15,18 @@ from typing import Any
 METRICS = "metrics.jsonl"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to a temporary sibling, then rename it over `path` (never half written)."""
+def atomic_write(path: Path, text: str, fsync: bool = False) -> None:
+    """Write `text` to a temporary sibling, then rename it over `path` (never half written).
+
+    fsync: the bytes reach the disk before the rename (checkpoints: a power cut must not leave
+    an empty `latest`); metrics files skip it, as they are rewritten often.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(text)
+        if fsync:
+            file.flush()
+            os.fsync(file.fileno())
     os.replace(tmp, path)
 
 
