@@ -1,9 +1,13 @@
 """Examples -> model batches: tokenise with the model's processor, mask prompts out of labels.
 
-Sequence layout (training, right padding):
+Sequence layout (training, right padding; generalist.padding pads the rows):
 
     [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
     labels: -100 .............................| target ids, eos | -100 .............| -100
+
+How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
+mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
+generalist.token_layout's job.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
@@ -18,50 +22,35 @@ Sequence layout (training, right padding):
   step: ZeRO-3 hangs when ranks run different modules.
 - for_generation=True: prompt only, left padding, no labels.
 - Encoder-decoder models (BLIP-2 + T5): input_ids hold the prompt (right padded, dummy as
-  above) and labels the target + eos, padded separately with -100. BLIP-2's processor puts its
-  query tokens before the prompt itself, so a "<image>" marker in the text becomes the word
-  "image" and an example may have at most one image.
+  above) and labels the target + eos, padded separately with -100; one image per example.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.errors import ConfigError, DataError
+from generalist.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.records import Example
 from generalist.task import IMAGE_TOKEN
+from generalist.token_layout import layout_for, split_images
 
-IGNORE_INDEX = -100
-TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
+# processor outputs that are not image tensors (the collator builds its own per-token ids)
+TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels"}
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
     "attention_mask",
     "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
     "pixel_values",
     "image_sizes",
     "image_grid_thw",
     "pixel_attention_mask",
 )
-
-
-@dataclass
-class Encoded:
-    """One tokenised example before padding."""
-
-    input_ids: list[int]
-    labels: list[int]
-    images: dict[str, Any]  # processor image tensors (pixel_values, ...), first dim = images
-    task: str
-    id: str
-    prompt_length: int
-    dummy: list[int] = field(default_factory=list)  # dummy image tokens (never attended)
-
-    @property
-    def length(self) -> int:
-        return len(self.input_ids) + len(self.dummy)
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +90,7 @@ class Collator:
             raise ConfigError("the tokenizer has no pad token; set one (e.g. the eos token)")
         self.eos_id = self.tokenizer.eos_token_id
         self.seq2seq = bool(bundle.is_encoder_decoder)
-        self.prepends_image = bundle.family == "blip2"  # its processor adds the image tokens
+        self.layout = layout_for(bundle)  # per-family markers, target spacing, token types
         self._dummy: tuple[list[int], dict[str, Any]] | None = None
 
     # -- encoding -------------------------------------------------------------------------
@@ -120,41 +109,35 @@ class Collator:
         return out
 
     def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
-        """One prompt through the processor: (ids, image tensors with a leading image axis)."""
-        if self.text_only:
-            return list(self.tokenizer(text)["input_ids"]), {}
-        out = self.processor(text=text, images=images or None, return_tensors="pt")
-        extra = {k: v for k, v in out.items() if k not in TEXT_KEYS}
-        return out["input_ids"][0].tolist(), extra
+        return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
 
     def _process_many(
         self, texts: list[str], images: list[list[Any]]
     ) -> list[tuple[list[int], dict[str, Any]]]:
-        """Like _process for many prompts, with one processor call per kind (2x faster)."""
-        import torch
-
+        """Prompts through the processor, one call per kind (with / without images)."""
         if self.text_only:
             return [(list(ids), {}) for ids in self.tokenizer(texts)["input_ids"]]
         out: list[Any] = [None] * len(texts)
         plain = [i for i, im in enumerate(images) if not im]
         if plain:
-            enc = self.processor(text=[texts[i] for i in plain])
-            for i, ids in zip(plain, enc["input_ids"]):
+            own = [self.layout.text_only_ids(self.tokenizer, texts[i]) for i in plain]
+            if None in own:
+                own = self.processor(text=[texts[i] for i in plain])["input_ids"]
+            for i, ids in zip(plain, own):
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
             flat = [img for i in rich for img in images[i]]
             enc = self.processor(text=[texts[i] for i in rich], images=flat)
-            pixels = enc.get("pixel_values")
-            if set(enc) - TEXT_KEYS != {"pixel_values"} or len(pixels) != len(flat):
-                # pixel rows are not one per image (e.g. Qwen2-VL patches): one call per example
-                return [self._process(t, im) for t, im in zip(texts, images)]
-            start = 0
-            for i, ids in zip(rich, enc["input_ids"]):
-                rows = pixels[start : start + len(images[i])]
-                start += len(images[i])
-                value = torch.stack([torch.as_tensor(r) for r in rows])
-                out[i] = (list(ids), {"pixel_values": value})
+            parts = split_images(enc, [len(images[i]) for i in rich])
+            if parts is None:  # an unknown image-output layout: one call per example
+                for i in rich:
+                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt")
+                    extra = {k: v for k, v in one.items() if k not in TEXT_KEYS}
+                    out[i] = (one["input_ids"][0].tolist(), extra)
+                return out
+            for i, ids, part in zip(rich, enc["input_ids"], parts):
+                out[i] = (list(ids), part)
         return out
 
     def dummy_block(self) -> tuple[list[int], dict[str, Any]]:
@@ -162,8 +145,7 @@ class Collator:
         if self._dummy is None:
             from PIL import Image
 
-            text = "" if self.prepends_image else self.bundle.image_token
-            ids, extra = self._process(text, [Image.new("RGB", (32, 32))])
+            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy
 
@@ -172,7 +154,8 @@ class Collator:
         return self._target_ids([target])[0]
 
     def _target_ids(self, targets: list[str]) -> list[list[int]]:
-        enc = self.tokenizer([" " + t for t in targets], add_special_tokens=False)
+        prefix = self.layout.target_prefix  # PaliGemma: no space after its prompt's "\n"
+        enc = self.tokenizer([prefix + t for t in targets], add_special_tokens=False)
         return [[*ids, self.eos_id] for ids in enc["input_ids"]]
 
     def _prompt_text(self, example: Example) -> str:
@@ -186,13 +169,9 @@ class Collator:
                 f"{where}: the prompt has {n_markers} {IMAGE_TOKEN} markers but "
                 f"{len(example.images)} images"
             )
-        if self.prepends_image:
-            if len(example.images) > 1:
-                raise DataError(f"{where}: BLIP-2 takes one image per example, not {n_markers}")
-            return example.prompt.replace(IMAGE_TOKEN, "image")
-        if not self.text_only and self.bundle.image_token != IMAGE_TOKEN:
-            return example.prompt.replace(IMAGE_TOKEN, self.bundle.image_token)
-        return example.prompt
+        if self.layout.kind == "blip2" and len(example.images) > 1:
+            raise DataError(f"{where}: BLIP-2 takes one image per example, not {n_markers}")
+        return self.layout.prompt_text(example.prompt, n_markers)
 
     def encode(self, example: Example) -> Encoded:
         """Tokenise one example (truncating the prompt from the left if needed)."""
@@ -241,7 +220,7 @@ class Collator:
         if cut <= 0:
             return prompt
         keep = {self.tokenizer.bos_token_id, self.bundle.image_token_id}
-        head = 0  # leading bos / image tokens (BLIP-2 puts the image first) are never cut
+        head = 0  # leading bos / image tokens (BLIP-2, PaliGemma: images first) are never cut
         while head < len(prompt) and prompt[head] in keep:
             head += 1
         if cut > len(prompt) - head - 1:
@@ -250,8 +229,8 @@ class Collator:
                 f"and cutting the prompt cannot make the target ({n_target} tokens) fit; "
                 "raise max_length"
             )
-        image_id = self.bundle.image_token_id
-        if image_id is not None and image_id in prompt[head : head + cut]:
+        image_ids = {self.bundle.image_token_id, *self.layout.protected_ids(self.tokenizer)}
+        if image_ids & set(prompt[head : head + cut]) - {None}:
             raise DataError(
                 f"{where}: {len(prompt) + n_target} tokens exceed max_length "
                 f"{self.max_length} and cutting the prompt would cut an image; raise max_length"
@@ -269,33 +248,26 @@ class Collator:
         if not encoded:
             raise DataError("cannot collate an empty batch")
         rows = list(encoded)
+        if self.layout.dummy_only_without_images and any(r.images and not r.dummy for r in rows):
+            rows = [replace(r, images={}, dummy=[]) if r.dummy else r for r in rows]
         if self.dummy_mode == "per_batch" and not any(r.images for r in rows):
             ids, images = self.dummy_block()
-            rows[0] = Encoded(**{**rows[0].__dict__, "images": images, "dummy": list(ids)})
+            rows[0] = replace(rows[0], images=images, dummy=list(ids))
         width = max(r.length for r in rows)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids, mask, labels = [], [], []
-        label_width = max(len(r.labels) for r in rows)
-        for r in rows:
-            pad = width - r.length
-            body = r.input_ids
-            if self.for_generation:  # [dummy][pad][prompt]: the prompt ends where generation starts
-                ids.append(r.dummy + [self.pad_id] * pad + body)
-                mask.append([0] * (len(r.dummy) + pad) + [1] * len(body))
-            else:  # [tokens][dummy][pad]: real tokens keep their positions, never see the dummy
-                ids.append(body + r.dummy + [self.pad_id] * pad)
-                mask.append([1] * len(body) + [0] * (len(r.dummy) + pad))
-                if self.seq2seq:
-                    labels.append(r.labels + [IGNORE_INDEX] * (label_width - len(r.labels)))
-                else:
-                    labels.append(r.labels + [IGNORE_INDEX] * (len(r.dummy) + pad))
+        rows_out = pad_rows(rows, width, self.pad_id, self.for_generation, self.seq2seq)
         batch: dict[str, Any] = {
-            "input_ids": torch.tensor(ids, dtype=torch.long),
-            "attention_mask": torch.tensor(mask, dtype=torch.long),
+            "input_ids": torch.tensor(rows_out["ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(rows_out["mask"], dtype=torch.long),
         }
-        if labels:
-            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        if rows_out["labels"]:
+            batch["labels"] = torch.tensor(rows_out["labels"], dtype=torch.long)
+        if self.layout.prefix_lm:
+            batch["token_type_ids"] = torch.tensor(rows_out["types"], dtype=torch.long)
+        if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
+            is_image = batch["input_ids"] == self.bundle.image_token_id
+            batch["mm_token_type_ids"] = is_image.to(torch.int)
         for key in sorted({k for r in rows for k in r.images}):
             parts = [r.images[key] for r in rows if key in r.images]
             batch[key] = torch.cat(parts, dim=0)

@@ -1,0 +1,222 @@
+"""PaliGemma and Qwen2-VL through the auto path: tiny models built from config, saved as plain HF
+dirs with locally trained tokenizers, then driven by our build_model, Collator, generation and
+export exactly as a hub checkpoint would be."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from generalist.collate import IGNORE_INDEX, Collator, model_inputs
+from generalist.export import export
+from generalist.generation import HFPredictor
+from generalist.model import build_model, parse_lora_settings, parse_model_config, save_model_dir
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<image>"]
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>"]
+QWEN_SPECIALS += ["<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def bpe(corpus, specials, normalizer=None, pre=None, alphabet=(), size=400):
+    """(vocab, merges) of a BPE trained on `corpus`, to build a real HF tokenizer class from."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre
+    trainer = trainers.BpeTrainer(
+        vocab_size=size, special_tokens=specials, initial_alphabet=list(alphabet)
+    )
+    tok.train_from_iterator(corpus, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def save_tiny_paligemma(root, corpus):
+    """PaliGemmaConfig(tiny SigLIP, tiny Gemma) + PaliGemmaProcessor(SigLIP PIL, GemmaTokenizer)."""
+    from tokenizers import normalizers, pre_tokenizers
+    from transformers import (
+        GemmaConfig,
+        GemmaTokenizer,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+    )
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]  # Gemma's byte fallback
+    vocab, merges = bpe(
+        corpus,
+        GEMMA_SPECIALS + byte_tokens,
+        normalizers.Replace(" ", "▁"),
+        pre_tokenizers.Split(" ", "merged_with_previous"),
+        size=600,
+    )
+    tok = GemmaTokenizer(vocab=vocab, merges=merges)
+    images = SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_seq_length=4)
+    processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok)  # adds <loc>/<seg>
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,  # (32 / 16)^2 = 4 image tokens, as image_seq_length says
+    )
+    text = GemmaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        # a wide init: the tied, frozen LM head must give LoRA logits to fit in a few steps
+        initializer_range=1.0,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=processor.image_token_id,
+        projection_dim=32,
+        hidden_size=32,
+        vocab_size=len(tok),
+    )
+    torch.manual_seed(0)
+    model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
+    return root
+
+
+@pytest.fixture
+def paligemma_dir(tmp_path, h):
+    return save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
+
+
+def _bundle(path, **lora):
+    cfg = parse_model_config({"name_or_path": str(path)})
+    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+
+
+def _train(bundle, batch, steps, lr=3e-2):
+    """AdamW on a fixed batch; returns the losses (the HF loss: labels shifted by the model)."""
+    bundle.model.train()
+    params = [p for p in bundle.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = bundle.model(**model_inputs(batch)).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    bundle.model.eval()
+    return losses
+
+
+def test_paligemma_layout_is_the_processors_prefix_suffix_layout(paligemma_dir, h):
+    bundle = _bundle(paligemma_dir)
+    assert bundle.family == "image_text_to_text" and bundle.image_token == "<image>"
+    ex = h.image_example(color="blue")
+    batch = Collator(bundle, 256, tasks=["vqa", "text"])([ex, h.text_example(answer="no")])
+    # what PaliGemmaProcessor itself builds for training with suffix=: images first, then
+    # <bos>, the prompt, "\n", the suffix + <eos>; token_type_ids 0 prefix / 1 suffix
+    img = Image.open(io.BytesIO(ex.images[0])).convert("RGB")
+    text = "<image>" + ex.prompt.replace("<image>", "image")
+    want = bundle.processor(text=[text], images=[img], suffix=["blue"])
+    n = len(want["input_ids"][0])
+    assert batch["input_ids"][0, :n].tolist() == list(want["input_ids"][0])
+    assert batch["token_type_ids"][0, :n].tolist() == list(want["token_type_ids"][0])
+    assert batch["labels"][0, :n].tolist() == list(want["labels"][0])
+    tok = bundle.tokenizer
+    # the text-only row: <bos> prompt "\n" target <eos>, then the masked dummy image
+    row = batch["input_ids"][1].tolist()
+    assert row[0] == tok.bos_token_id and 1 not in batch["attention_mask"][1, n:].tolist()
+    target = [t for t in batch["labels"][1].tolist() if t != IGNORE_INDEX]
+    assert tok.decode(target) == "no<eos>"
+    assert batch["token_type_ids"][1].tolist().count(1) == len(target)
+    assert batch["pixel_values"].shape[0] == 2  # the real image and the dummy
+    dummy = batch["input_ids"][1] == bundle.image_token_id
+    assert dummy.sum().item() == 4 and batch["attention_mask"][1][dummy].sum().item() == 0
+
+
+def test_paligemma_prefix_is_bidirectional_and_the_target_causal(paligemma_dir, h):
+    bundle = _bundle(paligemma_dir)
+    bundle.model.eval()
+    batch = Collator(bundle, 256)([h.image_example(color="blue")])
+    inputs = model_inputs(batch)
+    no_types = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+    target = (batch["labels"][0] != IGNORE_INDEX).nonzero().flatten().tolist()
+    changed = inputs["input_ids"].clone()
+    changed[0, target[-1]] = bundle.tokenizer.unk_token_id  # the last target token (eos)
+    prompt_end = target[0] - 1
+    with torch.no_grad():
+        ours = bundle.model(**inputs).logits
+        causal = bundle.model(**no_types).logits
+        later = bundle.model(**{**inputs, "input_ids": changed}).logits
+    # prompt tokens see later prompt tokens (prefix-LM), so they differ from a causal pass ...
+    assert not torch.allclose(ours[0, :prompt_end], causal[0, :prompt_end], atol=1e-4)
+    # ... but no position before a target token sees it (labels cannot leak)
+    torch.testing.assert_close(later[0, : target[-1]], ours[0, : target[-1]])
+
+
+def test_paligemma_learns_generates_exports_and_reloads(paligemma_dir, h, tmp_path):
+    bundle = _bundle(paligemma_dir, target_modules=ALL_LINEAR)
+    examples = [h.image_example(color="blue"), h.text_example(answer="no")]
+    batch = Collator(bundle, 256)(examples)
+    losses = _train(bundle, batch, steps=25)
+    assert losses[-1] < 0.1 * losses[0], losses
+    predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
+    assert predictor.generate(examples) == ["blue", "no"]  # generation.py, left padded
+    save_model_dir(bundle, tmp_path / "ckpt" / "model")
+    out = export(tmp_path / "ckpt", tmp_path / "out")
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    plain = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    ex = examples[0]
+    img = Image.open(io.BytesIO(ex.images[0])).convert("RGB")
+    text = "<image>" + ex.prompt.replace("<image>", "image")
+    inputs = processor(text=text, images=[img], return_tensors="pt")
+    inputs.pop("labels")
+    kw = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
+    gen = Collator(bundle, 256, for_generation=True)([ex])
+    with torch.no_grad():
+        a = plain.generate(**inputs, **kw)[0, inputs["input_ids"].shape[1] :].tolist()
+        b = bundle.model.generate(**model_inputs(gen), **kw)[0, gen["input_ids"].shape[1] :]
+    assert a == b.tolist()
+    assert bundle.tokenizer.decode(a).startswith("blue")
+
+
+def test_paligemma_mixed_batch_rows_equal_their_single_rows(paligemma_dir, h):
+    """A text-only row with its masked dummy image scores as it does alone without one."""
+    bundle = _bundle(paligemma_dir)
+    bundle.model.eval()
+    img, txt = h.image_example(color="blue"), h.text_example(answer="no")
+    mixed = Collator(bundle, 256)([img, txt])
+    alone_txt = Collator(bundle, 256, dummy_images="off")([txt])
+    alone_img = Collator(bundle, 256)([img])
+    with torch.no_grad():
+        logits = bundle.model(**model_inputs(mixed)).logits
+        t = bundle.model(**model_inputs(alone_txt)).logits
+        i = bundle.model(**model_inputs(alone_img)).logits
+    torch.testing.assert_close(logits[1, : t.shape[1]], t[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[0, : i.shape[1]], i[0], atol=1e-5, rtol=1e-5)
+    # the same examples re-ordered for generation (left padding) answer the same
+    predictor = HFPredictor(bundle, max_length=256, max_new_tokens=3)
+    both = predictor.generate([img, txt])
+    assert both == predictor.generate([img]) + predictor.generate([txt])
+    assert replace(txt, id="x").prompt == txt.prompt
