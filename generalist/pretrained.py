@@ -27,7 +27,8 @@ def _load(what: str, key: str, fn: Any, src: str) -> Any:
 
 
 def detect_family(src: str, key: str = "model.name_or_path") -> str:
-    """'llava', 'blip2', 'image_text_to_text' (other VLMs) or 'causal_lm', from the config."""
+    """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, ...) or
+    'causal_lm', from the config. generalist.token_layout adapts to each VLM's model_type."""
     from transformers import AutoConfig
 
     config = _load("a model config", key, AutoConfig.from_pretrained, src)
@@ -49,14 +50,21 @@ def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> A
 
 
 def load_processor(src: str, family: str, key: str = "model.name_or_path") -> Any:
-    """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos)."""
+    """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos).
+
+    A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there).
+    """
     from transformers import AutoProcessor, AutoTokenizer
+
+    from generalist.mrope_processor import MRopeProcessor, needs_fallback
 
     if family == "causal_lm":
         tok = _load("the tokenizer", key, AutoTokenizer.from_pretrained, src)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         return tok
+    if needs_fallback(src):
+        return _load("the processor", key, MRopeProcessor.from_pretrained, src)
     return _load("the processor", key, AutoProcessor.from_pretrained, src)
 
 

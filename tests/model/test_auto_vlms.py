@@ -101,9 +101,77 @@ def save_tiny_paligemma(root, corpus):
     return root
 
 
+def qwen_parts(corpus):
+    """(Qwen2Tokenizer, Qwen2VLImageProcessorPil): 8 px patches merged 2x2, 16..64 px images."""
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer, Qwen2VLImageProcessorPil
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    vocab, merges = bpe(corpus, QWEN_SPECIALS, None, byte_level, byte_level.alphabet(), 600)
+    tok = Qwen2Tokenizer(
+        vocab=vocab, merges=merges, eos_token="<|im_end|>", extra_special_tokens=QWEN_SPECIALS[1:]
+    )
+    images = Qwen2VLImageProcessorPil(
+        patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=64 * 64
+    )
+    return tok, images
+
+
+def save_tiny_qwen2_vl(root, corpus):
+    """Qwen2VLConfig (tiny vision tower and M-RoPE text model) saved with its tokenizer, image
+    processor and processor config, as a hub checkpoint dir holds them."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tok, images = qwen_parts(corpus)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    config = Qwen2VLConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "vocab_size": len(tok),
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},  # head_dim 16
+            "initializer_range": 0.5,  # logits with scale: a tiny model fits in a few steps
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 8,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    images.save_pretrained(root)
+    # what Qwen2VLProcessor.save_pretrained writes (it cannot be built here: no torchvision)
+    (root / "processor_config.json").write_text('{"processor_class": "Qwen2VLProcessor"}\n')
+    return root
+
+
 @pytest.fixture
 def paligemma_dir(tmp_path, h):
     return save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
+
+
+@pytest.fixture
+def qwen_dir(tmp_path, h):
+    return save_tiny_qwen2_vl(tmp_path / "qwen2_vl", h.corpus)
 
 
 def _bundle(path, **lora):
@@ -220,3 +288,93 @@ def test_paligemma_mixed_batch_rows_equal_their_single_rows(paligemma_dir, h):
     both = predictor.generate([img, txt])
     assert both == predictor.generate([img]) + predictor.generate([txt])
     assert replace(txt, id="x").prompt == txt.prompt
+
+
+def _example(h, n, color, size):
+    """An image example whose image has its own size (Qwen2-VL: its own patch grid)."""
+    return replace(h.image_example(n, color=color), images=(h.png(color, size=size),))
+
+
+def test_mrope_processor_equals_qwen2_vl_processor(h, monkeypatch):
+    """Our torchvision-free stand-in gives what Qwen2VLProcessor gives (built here by letting
+    its class check pass the missing video processor: nothing else of it needs torchvision)."""
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    from generalist.mrope_processor import MRopeProcessor
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    monkeypatch.setattr(
+        ProcessorMixin,
+        "check_argument_for_proper_class",
+        lambda self, name, arg: None if arg is None else check(self, name, arg),
+    )
+    tok, images = qwen_parts(h.corpus)
+    real = Qwen2VLProcessor(image_processor=images, tokenizer=tok, video_processor=None)
+    ours = MRopeProcessor(images, tok)
+    pics = [Image.new("RGB", (40, 40), "red"), Image.new("RGB", (64, 48), "blue")]
+    marker = "<|vision_start|><|image_pad|><|vision_end|>"
+    texts = [f"Given {marker}. Q: what color? A:", f"{marker} Q: is there a circle?"]
+    a, b = real(text=texts, images=pics), ours(text=texts, images=pics)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        assert [list(r) for r in a[key]] == [list(r) for r in b[key]], key
+    assert (a["image_grid_thw"] == b["image_grid_thw"]).all()
+    assert (a["pixel_values"] == b["pixel_values"]).all()
+    assert sum(a["mm_token_type_ids"][1]) == 12  # 64x48 px -> 8x6 patches -> 4x3 merged
+
+
+def test_qwen2_vl_batch_types_and_a_dummy_that_changes_nothing(qwen_dir, h):
+    bundle = _bundle(qwen_dir)
+    assert bundle.image_token == "<|image_pad|>"
+    bundle.model.eval()
+    img = _example(h, 0, "blue", 64)  # 64x64 px: a 4x4 merged grid; the dummy's is 2x2
+    txt = h.text_example(answer="no")
+    mixed = Collator(bundle, 256)([txt, img])  # the text-only row first, then the image
+    assert mixed["mm_token_type_ids"].tolist() == (mixed["input_ids"] == 5).int().tolist()
+    # no dummy beside a real image: M-RoPE takes grids in batch order from attended image
+    # tokens only, so the masked dummy's grid would shift the image's (a shape error here)
+    assert mixed["image_grid_thw"].tolist() == [[1, 8, 8]]
+    only_txt = Collator(bundle, 256)([txt])
+    assert only_txt["image_grid_thw"].tolist() == [[1, 4, 4]]  # the masked dummy
+    assert only_txt["attention_mask"][0][only_txt["mm_token_type_ids"][0] == 1].sum() == 0
+    no_dummy = Collator(bundle, 256, dummy_images="off")([txt])
+    alone = Collator(bundle, 256)([img])
+    with torch.no_grad():
+        m = bundle.model(**model_inputs(mixed)).logits
+        t = bundle.model(**model_inputs(only_txt)).logits
+        t0 = bundle.model(**model_inputs(no_dummy)).logits
+        i = bundle.model(**model_inputs(alone)).logits
+    n = no_dummy["input_ids"].shape[1]
+    torch.testing.assert_close(t[0, :n], t0[0], atol=1e-5, rtol=1e-5)  # dummy: no effect
+    torch.testing.assert_close(m[0, :n], t0[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m[1, : i.shape[1]], i[0], atol=1e-5, rtol=1e-5)
+    both = Collator(bundle, 256)([img, txt])
+    with torch.no_grad():
+        loss_both = bundle.model(**model_inputs(both)).loss
+        loss_mixed = bundle.model(**model_inputs(mixed)).loss
+    torch.testing.assert_close(loss_both, loss_mixed)
+
+
+def test_qwen2_vl_learns_generates_exports_and_reloads(qwen_dir, h, tmp_path):
+    bundle = _bundle(qwen_dir, target_modules=ALL_LINEAR)
+    examples = [_example(h, 0, "blue", 64), h.text_example(answer="no"), _example(h, 1, "red", 40)]
+    batch = Collator(bundle, 256)(examples)
+    losses = _train(bundle, batch, steps=25)
+    assert losses[-1] < 0.1 * losses[0], losses
+    predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
+    assert predictor.generate(examples) == ["blue", "no", "red"]
+    assert predictor.generate(examples[1:2]) == ["no"]  # a text-only batch, dummy in front
+    save_model_dir(bundle, tmp_path / "ckpt" / "model")
+    out = export(tmp_path / "ckpt", tmp_path / "out")
+    from transformers import AutoModelForImageTextToText
+
+    plain = AutoModelForImageTextToText.from_pretrained(out).eval()
+    gen = Collator(bundle, 256, for_generation=True)(examples)
+    kw = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
+    with torch.no_grad():
+        a = plain.generate(**model_inputs(gen), **kw)
+        b = bundle.model.generate(**model_inputs(gen), **kw)
+    assert a.tolist() == b.tolist()
+    assert json.loads((out / "processor_config.json").read_text()) == {
+        "processor_class": "Qwen2VLProcessor"
+    }

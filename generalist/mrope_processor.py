@@ -1,0 +1,107 @@
+"""Qwen2-VL's image + text processing where transformers cannot build its processor.
+
+transformers 5.x builds Qwen2VLProcessor (and Qwen2.5-VL's) only with torchvision installed:
+the processor always holds a video processor, and video processors need torchvision, even when
+only images are used. A CPU machine whose torchvision does not fit its torch (a CUDA build from
+PyPI beside a CPU torch) cannot load these models' processors at all. `load_processor` then
+falls back to `MRopeProcessor` (our own code, for that reason only): the checkpoint's own
+image processor (PIL backend) and tokenizer with the processor's image rule, each
+<|image_pad|> repeated grid_t * grid_h * grid_w / merge_size^2 times, and its
+mm_token_type_ids (1 on image tokens). Videos are not supported. `save_pretrained` writes the
+tokenizer, the image processor and a processor_config.json naming the real processor class, so
+transformers with torchvision loads the real processor from the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROCESSOR_CLASSES = {"Qwen2VLProcessor", "Qwen2_5_VLProcessor"}
+CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+
+
+def processor_class(src: str | os.PathLike[str]) -> str | None:
+    """The processor class a local checkpoint dir names (None if none is named or no dir)."""
+    for name in CONFIG_FILES:
+        path = Path(src) / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get("processor_class")
+            if value:
+                return str(value)
+    return None
+
+
+def needs_fallback(src: str | os.PathLike[str]) -> bool:
+    """True when `src` holds a Qwen2-VL-style processor and torchvision cannot be used."""
+    from transformers.utils import is_torchvision_available
+
+    return processor_class(src) in PROCESSOR_CLASSES and not is_torchvision_available()
+
+
+class MRopeProcessor:
+    """Callable like Qwen2VLProcessor for text and images (see the module docstring)."""
+
+    def __init__(self, image_processor: Any, tokenizer: Any, name: str = "Qwen2VLProcessor"):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(self.image_token))
+
+    @classmethod
+    def from_pretrained(cls, src: str | os.PathLike[str]) -> MRopeProcessor:
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        name = processor_class(src) or "Qwen2VLProcessor"
+        return cls(
+            AutoImageProcessor.from_pretrained(src), AutoTokenizer.from_pretrained(src), name
+        )
+
+    def __call__(
+        self,
+        text: str | list[str],
+        images: Any = None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """input_ids, attention_mask, mm_token_type_ids (+ pixel_values, image_grid_thw)."""
+        from transformers import BatchFeature
+
+        texts = [text] if isinstance(text, str) else list(text)
+        data: dict[str, Any] = {}
+        if images:
+            images = images if isinstance(images, (list, tuple)) else [images]
+            data = dict(self.image_processor(images=list(images)))
+            texts = self._expand(texts, data["image_grid_thw"])
+        enc = self.tokenizer(texts, **kwargs)
+        ids = [list(row) for row in enc["input_ids"]]
+        data["input_ids"] = ids
+        data["attention_mask"] = [list(row) for row in enc["attention_mask"]]
+        data["mm_token_type_ids"] = [[int(t == self.image_token_id) for t in row] for row in ids]
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _expand(self, texts: list[str], grids: Any) -> list[str]:
+        """Each image token repeated as many times as its image has merged patches."""
+        merge = int(self.image_processor.merge_size) ** 2
+        counts = iter([int(g[0] * g[1] * g[2]) // merge for g in grids])
+        marker = "\0"  # placeholder, so an expanded token is not expanded again
+        out = []
+        for t in texts:
+            while self.image_token in t:
+                t = t.replace(self.image_token, marker * next(counts), 1)
+            out.append(t.replace(marker, self.image_token))
+        return out
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    def save_pretrained(self, out: str | os.PathLike[str]) -> None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(out)
+        self.image_processor.save_pretrained(out)
+        config = {"processor_class": self.name}
+        (out / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
