@@ -250,6 +250,8 @@ def test_paligemma_learns_generates_exports_and_reloads(paligemma_dir, h, tmp_pa
     assert losses[-1] < 0.1 * losses[0], losses
     predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
     assert predictor.generate(examples) == ["blue", "no"]  # generation.py, left padded
+    scores = predictor.score_options([replace(examples[0], options=("red", "blue", "green"))])
+    assert max(range(3), key=scores[0].__getitem__) == 1  # option scoring picks "blue"
     save_model_dir(bundle, tmp_path / "ckpt" / "model")
     out = export(tmp_path / "ckpt", tmp_path / "out")
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -356,6 +358,19 @@ def test_qwen2_vl_batch_types_and_a_dummy_that_changes_nothing(qwen_dir, h):
     torch.testing.assert_close(loss_both, loss_mixed)
 
 
+def test_qwen2_vl_truncation_never_cuts_into_an_image_block(qwen_dir, h):
+    from generalist.errors import DataError
+
+    bundle = _bundle(qwen_dir)
+    ex = h.image_example()  # "Instructions: ... Given <image>. Q: ...": text before the image
+    full = Collator(bundle, 512).encode(ex)
+    start = full.input_ids.index(bundle.tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+    fits = Collator(bundle, full.length - start).encode(ex)  # the cut ends at <|vision_start|>
+    assert fits.input_ids == full.input_ids[start:] and fits.labels == full.labels[start:]
+    with pytest.raises(DataError, match="would cut an image"):
+        Collator(bundle, full.length - start - 1).encode(ex)
+
+
 def test_qwen2_vl_learns_generates_exports_and_reloads(qwen_dir, h, tmp_path):
     bundle = _bundle(qwen_dir, target_modules=ALL_LINEAR)
     examples = [_example(h, 0, "blue", 64), h.text_example(answer="no"), _example(h, 1, "red", 40)]
@@ -365,6 +380,8 @@ def test_qwen2_vl_learns_generates_exports_and_reloads(qwen_dir, h, tmp_path):
     predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
     assert predictor.generate(examples) == ["blue", "no", "red"]
     assert predictor.generate(examples[1:2]) == ["no"]  # a text-only batch, dummy in front
+    scores = predictor.score_options([replace(examples[2], options=("blue", "red"))])
+    assert scores[0][1] > scores[0][0]
     save_model_dir(bundle, tmp_path / "ckpt" / "model")
     out = export(tmp_path / "ckpt", tmp_path / "out")
     from transformers import AutoModelForImageTextToText
