@@ -7,6 +7,9 @@ generation config, processor and tokenizer) that transformers loads without this
     (AutoTokenizer / AutoModelForCausalLM for a text-only model)
 
 DIR is a training checkpoint (holding `model/`) or a model dir itself (see generalist.model).
+Tested for tiny LLaVA, BLIP-2, PaliGemma, Qwen2-VL and causal LMs. A Qwen2-VL trained where
+torchvision was unusable exports its tokenizer, image processor and a processor_config.json
+naming Qwen2VLProcessor: transformers builds that processor wherever torchvision is installed.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Trainable set:
 - lora.enabled false: the whole model trains, minus the vision tower (freeze_vision) and minus
   the language model (freeze_language_model: projector-only, LLaVA stage 1).
 
+Per family: LLaVA and PaliGemma train `multi_modal_projector` (modules_to_save), BLIP-2 its
+`language_projection`; Qwen2-VL's projector (the patch merger) lives inside its vision tower
+`visual` and stays frozen with it (`model.freeze_vision: false` trains both).
+
 `save_adapter` refuses to write an adapter whose LoRA B weights are all zero (never trained, or
 under ZeRO-3 saved without gathering): other tools silently save such empty adapters.
 """

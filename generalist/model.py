@@ -5,7 +5,11 @@ The training config nests `ModelConfig` under `model:` and `LoraSettings` under 
 - `name_or_path`: a hub id or local directory, loaded through transformers' auto classes
   (AutoModelForImageTextToText for LLaVA / PaliGemma / Qwen2-VL / BLIP-2, AutoModelForCausalLM
   for text-only LMs) with AutoProcessor / AutoTokenizer; or a model dir written by
-  save_model_dir (e.g. after a full warm-up: training continues from its weights);
+  save_model_dir (e.g. after a full warm-up: training continues from its weights). Tested with
+  tiny LLaVA, BLIP-2, PaliGemma and Qwen2-VL checkpoints; generalist.token_layout holds what
+  differs between them (image markers, PaliGemma's prefix-LM token_type_ids, Qwen2-VL's
+  mm_token_type_ids and patch grids). Without a usable torchvision, transformers cannot build
+  Qwen2-VL's processor: generalist.mrope_processor stands in for it;
 - `tiny`: a tiny LLaVA or BLIP-2 built from config, tokenizer trained locally (tests, demo);
 - `family: composed`: a pretrained vision encoder + a pretrained LM joined by a new projector
   (LLaVA-style, via LlavaConfig from the two configs), from local paths or hub ids.
@@ -56,7 +60,8 @@ class ModelBundle:
     model: the trainable module (a peft PeftModel when LoRA is enabled).
     processor: the HF processor (LlavaProcessor etc.); for causal LMs the tokenizer itself.
     image_token: the processor's image token string (None for text-only models).
-    family: "llava" | "blip2" | "causal_lm" | "image_text_to_text" (other auto VLMs).
+    family: "llava" | "blip2" | "causal_lm" | "image_text_to_text" (other auto VLMs such as
+        PaliGemma and Qwen2-VL; the collator adapts to their model_type).
     """
 
     model: Any

@@ -15,6 +15,7 @@ from PIL import Image
 from generalist.collate import IGNORE_INDEX, Collator, model_inputs
 from generalist.export import export
 from generalist.generation import HFPredictor
+from generalist.lora import trainable_parameter_names
 from generalist.model import build_model, parse_lora_settings, parse_model_config, save_model_dir
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -199,6 +200,9 @@ def _train(bundle, batch, steps, lr=3e-2):
 def test_paligemma_layout_is_the_processors_prefix_suffix_layout(paligemma_dir, h):
     bundle = _bundle(paligemma_dir)
     assert bundle.family == "image_text_to_text" and bundle.image_token == "<image>"
+    names = trainable_parameter_names(bundle.model)  # LoRA in the LM, the projector in full
+    assert all("language_model" in n or "multi_modal_projector" in n for n in names)
+    assert any("multi_modal_projector" in n for n in names) and any("lora_B" in n for n in names)
     ex = h.image_example(color="blue")
     batch = Collator(bundle, 256, tasks=["vqa", "text"])([ex, h.text_example(answer="no")])
     # what PaliGemmaProcessor itself builds for training with suffix=: images first, then
@@ -329,6 +333,8 @@ def test_mrope_processor_equals_qwen2_vl_processor(h, monkeypatch):
 def test_qwen2_vl_batch_types_and_a_dummy_that_changes_nothing(qwen_dir, h):
     bundle = _bundle(qwen_dir)
     assert bundle.image_token == "<|image_pad|>"
+    names = trainable_parameter_names(bundle.model)  # the merger stays frozen in `visual`
+    assert names and all("language_model" in n and "lora_" in n for n in names)
     bundle.model.eval()
     img = _example(h, 0, "blue", 64)  # 64x64 px: a 4x4 merged grid; the dummy's is 2x2
     txt = h.text_example(answer="no")
