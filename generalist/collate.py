@@ -19,7 +19,8 @@ generalist.token_layout's job.
   "per_batch" adds one only to a batch with no image at all; "off" never): its tokens come
   after the real tokens (training) or before the padding (generation) with attention_mask 0
   and labels -100, so no real token attends to them, yet every rank runs the vision tower each
-  step: ZeRO-3 hangs when ranks run different modules.
+  step: ZeRO-3 hangs when ranks run different modules. (M-RoPE models: none beside a real
+  image, see token_layout.)
 - for_generation=True: prompt only, left padding, no labels.
 - Encoder-decoder models (BLIP-2 + T5): input_ids hold the prompt (right padded, dummy as
   above) and labels the target + eos, padded separately with -100; one image per example.
