@@ -47,6 +47,27 @@ def text_example(n: int = 0, answer: str = "yes") -> Example:
     )
 
 
+def train(bundle: ModelBundle, batch: dict[str, Any], steps: int = 3, lr: float = 1e-2) -> list:
+    """AdamW steps on one fixed batch (the model's own loss); the losses; eval mode after."""
+    import torch
+
+    from generalist.collate import model_inputs
+
+    bundle.model.train()
+    params = [p for p in bundle.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = bundle.model(**model_inputs(batch)).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    bundle.model.eval()
+    return losses
+
+
 @pytest.fixture
 def make_bundle() -> Callable[..., ModelBundle]:
     """build_model for a tiny LLaVA; keyword overrides go into model/tiny/lora sections."""
@@ -66,5 +87,5 @@ def h() -> Any:
     import types
 
     return types.SimpleNamespace(
-        png=png, image_example=image_example, text_example=text_example, corpus=CORPUS
+        png=png, image_example=image_example, text_example=text_example, corpus=CORPUS, train=train
     )

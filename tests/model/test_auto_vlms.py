@@ -181,22 +181,6 @@ def _bundle(path, **lora):
     return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
 
 
-def _train(bundle, batch, steps, lr=3e-2):
-    """AdamW on a fixed batch; returns the losses (the HF loss: labels shifted by the model)."""
-    bundle.model.train()
-    params = [p for p in bundle.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = bundle.model(**model_inputs(batch)).loss
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    bundle.model.eval()
-    return losses
-
-
 def test_paligemma_layout_is_the_processors_prefix_suffix_layout(paligemma_dir, h):
     bundle = _bundle(paligemma_dir)
     assert bundle.family == "image_text_to_text" and bundle.image_token == "<image>"
@@ -250,7 +234,7 @@ def test_paligemma_learns_generates_exports_and_reloads(paligemma_dir, h, tmp_pa
     bundle = _bundle(paligemma_dir, target_modules=ALL_LINEAR)
     examples = [h.image_example(color="blue"), h.text_example(answer="no")]
     batch = Collator(bundle, 256)(examples)
-    losses = _train(bundle, batch, steps=25)
+    losses = h.train(bundle, batch, steps=25, lr=3e-2)
     assert losses[-1] < 0.1 * losses[0], losses
     predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
     assert predictor.generate(examples) == ["blue", "no"]  # generation.py, left padded
@@ -381,7 +365,7 @@ def test_qwen2_vl_learns_generates_exports_and_reloads(qwen_dir, h, tmp_path):
     bundle = _bundle(qwen_dir, target_modules=ALL_LINEAR)
     examples = [_example(h, 0, "blue", 64), h.text_example(answer="no"), _example(h, 1, "red", 40)]
     batch = Collator(bundle, 256)(examples)
-    losses = _train(bundle, batch, steps=25)
+    losses = h.train(bundle, batch, steps=25, lr=3e-2)
     assert losses[-1] < 0.1 * losses[0], losses
     predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
     assert predictor.generate(examples) == ["blue", "no", "red"]

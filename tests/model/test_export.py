@@ -40,19 +40,6 @@ print(json.dumps(new))
 """
 
 
-def _train(bundle, batch, steps=3, lr=1e-2):
-    """A few AdamW steps so LoRA B weights move off zero."""
-    bundle.model.train()
-    params = [p for p in bundle.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    torch.manual_seed(0)
-    for _ in range(steps):
-        opt.zero_grad()
-        bundle.model(**model_inputs(batch)).loss.backward()
-        opt.step()
-    bundle.model.eval()
-
-
 def test_empty_adapter_is_refused(make_bundle, tmp_path):
     bundle = make_bundle()
     with pytest.raises(GeneralistError, match=r"refusing to save an empty adapter: all 8 LoRA B"):
@@ -75,7 +62,7 @@ def test_empty_adapter_is_refused(make_bundle, tmp_path):
 def test_export_reloads_in_plain_transformers_and_generates_the_same(make_bundle, h, tmp_path):
     bundle = make_bundle(lora={"r": 4, "dropout": 0.0})
     ex = h.image_example(color="blue")
-    _train(bundle, Collator(bundle, 64)([ex, h.text_example()]))
+    h.train(bundle, Collator(bundle, 64)([ex, h.text_example()]))
     ckpt = tmp_path / "checkpoint"
     save_model_dir(bundle, ckpt / "model")
     meta = json.loads((ckpt / "model" / "model.json").read_text())
@@ -120,7 +107,7 @@ def test_export_cli_errors_name_the_path(tmp_path, capsys):
 
 def test_full_warmup_then_lora_continues_from_saved_weights(make_bundle, h, tmp_path):
     warm = make_bundle(lora={"enabled": False})
-    _train(warm, Collator(warm, 64)([h.image_example()]), steps=1)
+    h.train(warm, Collator(warm, 64)([h.image_example()]), steps=1)
     save_model_dir(warm, tmp_path / "warm")
     assert json.loads((tmp_path / "warm" / "model.json").read_text())["base"] == "saved"
     cfg = parse_model_config({"name_or_path": str(tmp_path / "warm")})
@@ -130,7 +117,7 @@ def test_full_warmup_then_lora_continues_from_saved_weights(make_bundle, h, tmp_
         if "lora_" not in name and ".modules_to_save." not in name:
             key = name.replace(".base_layer.", ".").replace(".original_module.", ".")
             assert torch.equal(p, want[key]), name
-    _train(lora, Collator(lora, 64)([h.image_example()]), steps=1)
+    h.train(lora, Collator(lora, 64)([h.image_example()]), steps=1)
     save_model_dir(lora, tmp_path / "stage2")
     assert json.loads((tmp_path / "stage2" / "model.json").read_text())["base"] == "reference"
     again = load_model_dir(tmp_path / "stage2")
