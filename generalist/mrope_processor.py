@@ -24,9 +24,17 @@ CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_
 
 
 def processor_class(src: str | os.PathLike[str]) -> str | None:
-    """The processor class a local checkpoint dir names (None if none is named or no dir)."""
+    """The processor class a checkpoint (local dir, or hub id as transformers finds it) names."""
+    from transformers.utils import cached_file
+
     for name in CONFIG_FILES:
         path = Path(src) / name
+        if not Path(src).is_dir():  # a hub id: where transformers would read the file from
+            try:
+                found = cached_file(str(src), name, _raise_exceptions_for_missing_entries=False)
+            except (OSError, ValueError):  # offline / unknown: AutoProcessor reports it
+                found = None
+            path = Path(found) if found else path
         if path.is_file():
             value = json.loads(path.read_text()).get("processor_class")
             if value:
