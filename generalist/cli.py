@@ -15,6 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("generalist.tasks_cli", "list tasks and mixtures (name, kind, dataset, metrics)"),
     "render": ("generalist.render", "print the exact prompts and targets a task produces"),
     "shard": ("generalist.shard", "write a dataset's published files as WebDataset shards"),
+    "pretrain-vision": (
+        "generalist.vision_pretrain",
+        "pretrain a tiny model's vision tower on image labels",
+    ),
     "train": ("generalist.train", "train a model on a mixture (under the deepspeed launcher)"),
     "evaluate": ("generalist.evaluate", "score a checkpoint on every task with its metrics"),
     "leaderboard": ("generalist.leaderboard", "rank MLflow runs task by task"),
@@ -31,7 +35,9 @@ def available_commands() -> dict[str, tuple[str, str]]:
 
 def usage() -> str:
     lines = ["usage: generalist COMMAND [options]   (generalist COMMAND --help for more)", ""]
-    lines += [f"  {name:<12} {text}" for name, (_, text) in available_commands().items()]
+    commands = available_commands()
+    width = max(map(len, commands)) + 1
+    lines += [f"  {name:<{width}} {text}" for name, (_, text) in commands.items()]
     return "\n".join(lines)
 
 

@@ -151,6 +151,8 @@ def check_config(cfg: TrainConfig) -> Mixture:
     _check_shards(cfg.shards, needed, verify=cfg.verify_shards)
     for key in ("name_or_path", "vision_encoder", "language_model"):
         _check_model_source(f"model.{key}", getattr(cfg.model, key, None))
+    if cfg.model.tiny is not None and cfg.model.tiny.vision_init is not None:
+        _check_model_source("model.tiny.vision_init", cfg.model.tiny.vision_init)
     if cfg.resume not in (None, "auto") and not Path(cfg.resume).is_dir():
         raise ConfigError(
             f"config key 'resume': checkpoint directory {cfg.resume!r} does not exist "

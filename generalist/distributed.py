@@ -33,9 +33,23 @@ def init_distributed() -> torch.device:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank())
+    if not cuda:
+        skip_cpu_shm_op()
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
     return torch.device("cuda", local_rank()) if cuda else torch.device("cpu")
+
+
+def skip_cpu_shm_op() -> None:
+    """Keep DeepSpeed from probing and compiling its shared-memory all-reduce op on CPU.
+
+    Starting a CPU process group, DeepSpeed probes every op builder (about 20 s) and compiles
+    `deepspeed_shm_comm` (about 90 s on a fresh machine). Only `inference_all_reduce` (tensor-
+    parallel inference) uses that op; training all-reduces over gloo, so it is never needed here.
+    """
+    import deepspeed.comm.torch as ds_torch_comm
+
+    ds_torch_comm.build_shm_op = lambda: None
 
 
 def rank() -> int:

@@ -42,6 +42,9 @@ class TinyModelConfig(BaseModel):
     seed: int = 0  # same weights on every rank: ZeRO-3 partitions each rank's own copy
     architecture: Literal["llava", "blip2"] = "llava"  # blip2: Q-Former + T5 encoder-decoder
     num_query_tokens: int = Field(8, ge=1)  # blip2 only: image tokens per image
+    # llava only: a CLIPVisionModel dir (e.g. from `generalist pretrain-vision`) whose weights
+    # start the vision tower, as real LLaVA starts from a pretrained CLIP
+    vision_init: str | None = None
 
     @model_validator(mode="after")
     def _shapes(self) -> TinyModelConfig:
@@ -49,6 +52,8 @@ class TinyModelConfig(BaseModel):
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size")
+        if self.vision_init is not None and self.architecture != "llava":
+            raise ValueError("vision_init starts a LLaVA (CLIP) vision tower; drop it for blip2")
         return self
 
 

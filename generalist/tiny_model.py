@@ -123,16 +123,20 @@ def set_special_token_ids(config: Any, tokenizer: Any, *names: str) -> Any:
     return config
 
 
+def make_image_processor(cfg: Any) -> Any:
+    """A CLIPImageProcessor that resizes and crops to cfg.image_size (CLIP's mean and std)."""
+    size = cfg.image_size
+    return image_processor_class("CLIPImageProcessor")(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+
+
 def make_processor(cfg: Any, tokenizer: Any) -> Any:
     """A LlavaProcessor: CLIPImageProcessor resized to image_size, one CLS token dropped."""
     from transformers import LlavaProcessor
 
-    size = cfg.image_size
-    image_processor = image_processor_class("CLIPImageProcessor")(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
-    )
     return LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=make_image_processor(cfg),
         tokenizer=tokenizer,
         patch_size=cfg.patch_size,
         vision_feature_select_strategy="default",
@@ -207,9 +211,39 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = cls(config)
+    if cfg.vision_init is not None:
+        load_vision_init(model, cfg)
     set_special_token_ids(model.generation_config, tok, "pad", "eos")
     if blip2:
         model.generation_config.decoder_start_token_id = tok.pad_token_id
     else:
         model.generation_config.bos_token_id = tok.bos_token_id
     return model, processor, cfg.architecture
+
+
+def load_vision_init(model: Any, cfg: Any) -> None:
+    """Start a tiny LLaVA's vision tower from a CLIPVisionModel saved at cfg.vision_init (e.g. by
+    `generalist pretrain-vision`); ConfigError naming the key when it is missing or mis-sized."""
+    from transformers import CLIPVisionModel
+
+    key = "model.tiny.vision_init"
+    path = Path(cfg.vision_init)
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"{key}: no saved vision tower at {str(path)!r} (no config.json); write one with "
+            "`generalist pretrain-vision` or drop the key"
+        )
+    tower = CLIPVisionModel.from_pretrained(path)
+    target = model.model.vision_tower
+    theirs, ours = tower.config, target.config
+    sizes = ("hidden_size", "num_hidden_layers", "image_size", "patch_size", "intermediate_size")
+    wrong = [
+        f"{n} {getattr(theirs, n)} vs {getattr(ours, n)}"
+        for n in sizes
+        if getattr(theirs, n) != getattr(ours, n)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"{key}: the tower at {str(path)!r} does not fit model.tiny ({'; '.join(wrong)})"
+        )
+    target.load_state_dict(tower.state_dict())
