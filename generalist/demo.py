@@ -3,13 +3,18 @@
     generalist demo [--out demo_out] [--ranks 2] [--warmup-steps N] [--lora-steps N]
 
 1. shards easy-vqa (questions, and images with the shape/colour their questions establish),
-2. stage 1: a short full warm-up of a tiny LLaVA built from config (a model trained from scratch
-   cannot learn through LoRA alone: its random language model has nothing to adapt),
-3. stage 2: LoRA fine-tuning from the warm-up (LoRA on q/k/v/o, the projector trained, the
-   vision tower frozen), both under the DeepSpeed launcher (ZeRO-2, CPU ranks over gloo),
-4. evaluates every task on its test split: the LoRA model, the warm-up, the untrained model, and
+2. stage 0: pretrains the tiny vision tower on the train images' shape and colour labels
+   (`generalist pretrain-vision`; real LLaVA starts from a pretrained CLIP: a tower trained
+   from scratch through the language model learns colour but not shape in a CPU budget),
+3. stage 1: a short full warm-up of a tiny LLaVA built from config, the pretrained tower frozen
+   (a model trained from scratch cannot learn through LoRA alone: its random language model
+   has nothing to adapt),
+4. stage 2: LoRA fine-tuning from the warm-up (LoRA on the language model's attention and MLP,
+   the projector trained, the tower frozen), both under the DeepSpeed launcher (ZeRO-2, CPU
+   ranks over gloo),
+5. evaluates every task on its test split: the LoRA model, the warm-up, the untrained model, and
    the majority answer of the train split, each as an MLflow run,
-5. prints the leaderboard, saves it (markdown, csv, png) with the training curve, and says where
+6. prints the leaderboard, saves it (markdown, csv, png) with the training curve, and says where
    to open the MLflow UI.
 """
 
@@ -33,7 +38,8 @@ from generalist.task import TASKS
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 DEMO_DATASETS = ("easy_vqa", "easy_vqa_images")
-IMAGE_SIZE = 64
+IMAGE_SIZE = 32  # easy-vqa's 64 px shapes stay clear at 32 px; 4 px patches
+VISION_FIELDS = ("shape", "color")
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -105,6 +111,26 @@ def majority_baseline(shards: Path, out: Path, tracking_uri: str, max_examples: 
     tracker.close()
 
 
+def pretrain_tower(config: Path, overrides: list[str], shards: Path, out: Path, steps: int) -> None:
+    """Stage 0 in this process (one small model: no launcher needed); a finished tower of the
+    same steps and sizes is reused."""
+    from generalist.config import load_config
+    from generalist.vision_pretrain import RESULT_FILE, pretrain_vision
+
+    tiny = load_config(config, overrides).model.tiny
+    assert tiny is not None
+    tiny = tiny.model_copy(update={"vision_init": None})
+    done = out / RESULT_FILE
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if result.get("steps") == steps and result.get("tiny") == tiny.model_dump():
+            print(f"vision tower already pretrained: {out}")
+            return
+    result = pretrain_vision(tiny, shards, "easy_vqa_images", VISION_FIELDS, out, steps)
+    shown = ", ".join(f"{f} {a:.1%}" for f, a in result["validation_accuracy"].items())
+    print(f"vision tower: validation accuracy {shown}")
+
+
 def save_untrained(config: Path, overrides: list[str], out: Path) -> Path:
     """The warm-up's model before any step (same seed and tokenizer), for the untrained row."""
     import torch
@@ -164,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--ranks", type=int, default=2, help="DeepSpeed CPU ranks (gloo)")
+    parser.add_argument("--vision-steps", type=int, default=500, help="tower pretraining steps")
     parser.add_argument("--warmup-steps", type=int, help="default: configs/demo.yaml's steps")
     parser.add_argument("--lora-steps", type=int, help="default: configs/demo_lora.yaml's steps")
     parser.add_argument("--eval-examples", type=int, default=200, help="per task, test split")
@@ -178,19 +205,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # every stage logs to the demo's store
     common = [f"shards={shards}", f"logging.tracking_uri={tracking_uri}", "logging.experiment=demo"]
-    warmup = [*common, f"output_dir={out / 'warmup'}", "logging.run_name=warm-up"]
+    vision = out / "vision"
+    warmup = [
+        *common,
+        f"output_dir={out / 'warmup'}",
+        "logging.run_name=warm-up",
+        f"model.tiny.vision_init={vision}",
+    ]
     if args.warmup_steps:
         warmup.append(f"steps={args.warmup_steps}")
 
-    print(f"== 1/5 shards -> {shards}")
+    print(f"== 1/6 shards -> {shards}")
     shard_demo_data(shards)
-    print("== 2/5 stage 1: full warm-up of a tiny LLaVA built from config")
+    print("== 2/6 stage 0: the vision tower, pretrained on the train images' labels")
+    pretrain_tower(CONFIGS / "demo.yaml", warmup, shards, vision, args.vision_steps)
+    print("== 3/6 stage 1: full warm-up of a tiny LLaVA, the pretrained tower frozen")
     run(
         generalist_cmd(args.ranks, "train", str(CONFIGS / "demo.yaml"), *warmup),
         logs / "warmup.log",
     )
     warm_model = out / "warmup" / "checkpoints"
-    print("== 3/5 stage 2: LoRA fine-tuning from the warm-up")
+    print("== 4/6 stage 2: LoRA fine-tuning from the warm-up")
     lora = [
         *common,
         f"output_dir={out / 'lora'}",
@@ -204,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs / "lora.log",
     )
 
-    print("== 4/5 evaluation on the test split of every task")
+    print("== 5/6 evaluation on the test split of every task")
     untrained = save_untrained(CONFIGS / "demo.yaml", warmup, out / "untrained")
     evaluations = {
         "lora": out / "lora" / "checkpoints",
@@ -235,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(cmd, logs / f"eval-{name}.log")
     majority_baseline(shards, out / "eval" / "majority", tracking_uri, args.eval_examples)
 
-    print("== 5/5 leaderboard")
+    print("== 6/6 leaderboard")
     from generalist.leaderboard import main as leaderboard_main
 
     leaderboard_main(

@@ -47,9 +47,12 @@ def skip_cpu_shm_op() -> None:
     `deepspeed_shm_comm` (about 90 s on a fresh machine). Only `inference_all_reduce` (tensor-
     parallel inference) uses that op; training all-reduces over gloo, so it is never needed here.
     """
-    import deepspeed.comm.torch as ds_torch_comm
+    import importlib
 
-    ds_torch_comm.build_shm_op = lambda: None
+    # by module path: `import deepspeed.comm.torch as m` binds the torch package that
+    # deepspeed.comm re-exports under that name
+    backend = importlib.import_module("deepspeed.comm.torch")
+    backend.build_shm_op = lambda: None
 
 
 def rank() -> int:

@@ -137,6 +137,8 @@ def build_table(runs: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -
     import pandas as pd
 
     labels, rows = [], []
+    # only runs with a score are shown: a training run named like its evaluation is no clash
+    runs = [r for r in runs if any(f"eval/{t}/{m}" in r["metrics"] for t, m in metrics.items())]
     names = [r["name"] for r in runs]
     for run in runs:
         label = (

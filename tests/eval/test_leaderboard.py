@@ -87,3 +87,18 @@ def test_errors_name_what_to_do(logged: str, tmp_path: Path, capsys) -> None:
 def test_reference_values_are_fractions_of_the_paper_percentages() -> None:
     assert MEDPALM_M["medqa"]["accuracy"] == (29.22, 46.11, 69.68)
     assert all(0 < v <= 100 for m in MEDPALM_M.values() for t in m.values() for v in t)
+
+
+def test_runs_sharing_a_name_are_told_apart_only_when_both_are_scored() -> None:
+    from generalist.leaderboard import build_table
+
+    scored = {"eval/easy_vqa/bleu1": 0.5}
+    runs = [
+        {"name": "warm-up", "run_id": "a" * 32, "metrics": {"train/loss": 0.1}},  # training run
+        {"name": "warm-up", "run_id": "b" * 32, "metrics": scored},
+        {"name": "lora", "run_id": "c" * 32, "metrics": {"eval/easy_vqa/bleu1": 0.7}},
+        {"name": "lora", "run_id": "d" * 32, "metrics": {"eval/easy_vqa/bleu1": 0.6}},
+    ]
+    table = build_table(runs, {"easy_vqa": "bleu1"})
+    assert list(table.index) == ["lora (cccccccc)", "lora (dddddddd)", "warm-up"]
+    assert list(table["easy_vqa"]) == [0.7, 0.6, 0.5]

@@ -25,6 +25,9 @@ def main() -> None:
     from generalist.stream import build_stream
 
     load_catalog()
+    from generalist.distributed import skip_cpu_shm_op
+
+    skip_cpu_shm_op()  # DeepSpeed's inference-only shm op would be compiled on a fresh machine
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
     mix = mixture_from_rates("m", {"st_task_many": 3.0, "st_task_few": 1.0}, min_per_batch=1)
     stream = build_stream(
