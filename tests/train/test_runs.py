@@ -163,6 +163,22 @@ def test_zero3_lora_mixed_modality_ranks_learn(tiny_config_module) -> None:
         assert torch.equal(value, engine[key]), key
 
 
+def test_bf16_two_ranks_learn_and_save_bf16_weights(tiny_config_module) -> None:
+    """precision: bf16 (what `auto` picks on a GPU) through DeepSpeed's bf16 engine; CPU ranks
+    run it too, so the bf16 path is tested without a GPU."""
+    config = tiny_config_module("bf16.yaml", deepspeed=2, precision="bf16")
+    finish(launch(config), config)
+    out = config.with_suffix("")
+    curve = losses(out)
+    assert sorted(curve) == list(range(1, 13)) and falls(curve), curve
+    from safetensors import safe_open
+
+    base = out / "checkpoints" / "step-000012" / "model" / "base" / "model.safetensors"
+    with safe_open(str(base), "pt") as weights:
+        dtypes = {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118
+    assert dtypes == {torch.bfloat16}
+
+
 def _modality_mix(config: Path) -> bool:
     """True when, in the first 12 steps of this config's streams, some micro-batch mixes image
     and text-only examples and at some step one rank's micro-batch is text only."""
