@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from generalist.atomic_dir import atomic_dir
 from generalist.errors import ConfigError
 
 
@@ -54,20 +54,16 @@ def export(
     model = merged_model(bundle)
     if dtype:
         model = model.to(getattr(torch, dtype))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    bundle.processor.save_pretrained(tmp)
     info = {
         "exported_from": str(src.resolve()),
         "family": bundle.family,
         "image_token": bundle.image_token,
         "lora_merged": bundle.lora.enabled,
     }
-    (tmp / "generalist_export.json").write_text(json.dumps(info, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        bundle.processor.save_pretrained(tmp)
+        (tmp / "generalist_export.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generalist.atomic_dir import atomic_dir
 from generalist.errors import ConfigError
 from generalist.model_config import (  # re-exported: the configs live beside the builder
     DTYPES,
@@ -164,22 +164,8 @@ def save_model_dir(
     partitioned (ZeRO-3); None uses the model's own. Refuses an all-zero LoRA adapter.
     """
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         _write_model_dir(bundle, tmp, out, state_dict)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from generalist.atomic_dir import swap_in
 from generalist.errors import ConfigError, DataError
 from generalist.images import ImagePolicy
 from generalist.records import DATASETS, BadRecord, Dataset, Record
@@ -48,17 +49,6 @@ def _clean_stale(root: Path, name: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
         except PermissionError:
             pass  # another user's live process
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace `final` with `tmp`; the old dataset stays complete until the rename."""
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -118,7 +108,7 @@ def write_dataset(
             dataset, source, tmp, splits, shard_size, policy, skip_bad, progress, limit, workers
         )
         write_manifest(tmp, manifest)
-        _swap_in(tmp, dataset_dir(root, dataset_name))
+        swap_in(tmp, dataset_dir(root, dataset_name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
