@@ -37,10 +37,8 @@ from generalist.errors import ConfigError, DataError
 from generalist.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.records import Example
 from generalist.task import IMAGE_TOKEN
-from generalist.token_layout import layout_for, split_images
+from generalist.token_layout import TEXT_KEYS, layout_for, split_images
 
-# processor outputs that are not image tensors (the collator builds its own per-token ids)
-TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels"}
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
     "attention_mask",

@@ -30,6 +30,9 @@ from generalist.task import IMAGE_TOKEN
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+# processor outputs that are not image tensors: the collator builds its own per-token ids, and
+# PaliGemma's processor returns labels, never model inputs here
+TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels"}
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,7 @@ def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     """
     import torch
 
-    keys = set(enc) - {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"}
-    keys.discard("labels")  # PaliGemma's processor returns labels: never model inputs here
+    keys = set(enc) - TEXT_KEYS
     pixels = enc["pixel_values"]
     if isinstance(pixels, (list, tuple)):  # one array per image (no return_tensors)
         pixels = torch.stack([torch.as_tensor(p) for p in pixels])
