@@ -136,21 +136,21 @@ def build_table(runs: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -
     plus `mean_rank` and `tasks_ranked`; sorted best first."""
     import pandas as pd
 
-    labels, rows = [], []
-    # only runs with a score are shown: a training run named like its evaluation is no clash
-    runs = [r for r in runs if any(f"eval/{t}/{m}" in r["metrics"] for t, m in metrics.items())]
-    names = [r["name"] for r in runs]
+    scored = []  # only runs with a score: a training run named like its evaluation is no clash
     for run in runs:
-        label = (
-            run["name"] if names.count(run["name"]) == 1 else f"{run['name']} ({run['run_id'][:8]})"
-        )
-        labels.append(label)
-        rows.append({t: run["metrics"].get(f"eval/{t}/{m}", math.nan) for t, m in metrics.items()})
+        row = {t: run["metrics"].get(f"eval/{t}/{m}", math.nan) for t, m in metrics.items()}
+        if not all(math.isnan(v) for v in row.values()):
+            scored.append((run, row))
+    names = [run["name"] for run, _ in scored]
+    labels = [
+        run["name"] if names.count(run["name"]) == 1 else f"{run['name']} ({run['run_id'][:8]})"
+        for run, _ in scored
+    ]
+    rows = [row for _, row in scored]
     table = pd.DataFrame(rows, index=labels, columns=list(metrics), dtype=float)
     ranks = table.rank(axis=0, ascending=False, method="average")  # NaN stays unranked
     table["mean_rank"] = ranks.mean(axis=1)
     table["tasks_ranked"] = ranks.notna().sum(axis=1)
-    table = table[table["tasks_ranked"] > 0]
     return table.sort_values(["mean_rank", "tasks_ranked"], ascending=[True, False])
 
 
