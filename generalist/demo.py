@@ -115,7 +115,7 @@ def pretrain_tower(config: Path, overrides: list[str], shards: Path, out: Path, 
     """Stage 0 in this process (one small model: no launcher needed); a finished tower of the
     same steps and sizes is reused."""
     from generalist.config import load_config
-    from generalist.vision_pretrain import RESULT_FILE, pretrain_vision
+    from generalist.vision_pretrain import RESULT_FILE, accuracy_line, pretrain_vision
 
     tiny = load_config(config, overrides).model.tiny
     assert tiny is not None
@@ -127,8 +127,7 @@ def pretrain_tower(config: Path, overrides: list[str], shards: Path, out: Path, 
             print(f"vision tower already pretrained: {out}")
             return
     result = pretrain_vision(tiny, shards, "easy_vqa_images", VISION_FIELDS, out, steps)
-    shown = ", ".join(f"{f} {a:.1%}" for f, a in result["validation_accuracy"].items())
-    print(f"vision tower: validation accuracy {shown}")
+    print(f"vision tower: {accuracy_line(result)}")
 
 
 def save_untrained(config: Path, overrides: list[str], out: Path) -> Path:
