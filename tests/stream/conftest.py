@@ -88,3 +88,32 @@ def shard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, (per_shard, *_rest) in SIZES.items():
         write_dataset(name, source, root, shard_size=per_shard, image_size=8, progress=False)
     return root
+
+
+@pytest.fixture
+def first_epoch_ids(shard_root: Path):
+    """first_epoch_ids(mixture, batch_size, n_batches) -> (ids, layouts): what 2 ranks x 2
+    DataLoader workers read of the mixture's first task in the first epoch of each slot, and
+    each rank's share layout. Workers alternate batches, so batch n came from worker n % 2."""
+    import itertools
+
+    from generalist.stream import build_stream
+
+    def collect(mixture, batch_size: int, n_batches: int) -> tuple[list[str], list]:
+        ids: list[str] = []
+        layouts = []
+        for rank in range(2):
+            stream = build_stream(
+                mixture, shard_root, rank=rank, world_size=2, batch_size=batch_size, num_workers=2
+            )
+            layout = stream.plans[0].layout
+            layouts.append(layout)
+            lengths = [layout.epoch_length(0, rank * 2 + w) for w in range(2)]
+            per_worker: dict[int, list[str]] = {0: [], 1: []}
+            batches = itertools.islice(iter(stream.dataloader()), n_batches)
+            for n, batch in enumerate(batches):
+                per_worker[n % 2] += [e.id for e in batch]
+            ids += per_worker[0][: lengths[0]] + per_worker[1][: lengths[1]]
+        return ids, layouts
+
+    return collect

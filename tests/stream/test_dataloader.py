@@ -43,18 +43,9 @@ def test_two_workers_exact_resume_and_counts(shard_root: Path) -> None:
     assert batches(loader, 27) == full[13:]
 
 
-def test_workers_read_disjoint_shares(shard_root: Path) -> None:
+def test_workers_read_disjoint_shares(shard_root: Path, first_epoch_ids) -> None:
     """One task, 2 ranks x 2 workers: the first epoch of every slot is the split, once."""
-    mix = mixture_from_rates("one", {"st_task_many": 1.0})
-    ids: list[str] = []
-    for rank in range(2):
-        stream = build_stream(mix, shard_root, rank=rank, world_size=2, batch_size=5, num_workers=2)
-        layout = stream.plans[0].layout
-        lengths = [layout.epoch_length(0, rank * 2 + w) for w in range(2)]
-        per_worker = {0: [], 1: []}
-        for n, batch in enumerate(itertools.islice(iter(stream.dataloader()), 60)):
-            per_worker[n % 2] += [e.id for e in batch]
-        ids += per_worker[0][: lengths[0]] + per_worker[1][: lengths[1]]
+    ids, _ = first_epoch_ids(mixture_from_rates("one", {"st_task_many": 1.0}), 5, 60)
     assert sorted(ids) == sorted(r.id for r in read_records(shard_root, "st_many", "train"))
 
 

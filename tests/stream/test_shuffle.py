@@ -88,18 +88,9 @@ def test_slots_cover_every_record_once_per_epoch(shard_root: Path, dataset: str,
     assert [index_of(i) for i in slot0] != sorted(index_of(i) for i in slot0)
 
 
-def test_two_ranks_two_workers_cover_a_striped_task(shard_root: Path) -> None:
-    mix = mixture_from_rates("few", {"st_task_few": 1.0})
-    ids: list[str] = []
-    for rank in range(2):
-        stream = build_stream(mix, shard_root, rank=rank, world_size=2, batch_size=3, num_workers=2)
-        layout = stream.plans[0].layout
-        assert layout.striped
-        lengths = [layout.epoch_length(0, rank * 2 + w) for w in range(2)]
-        per_worker: dict[int, list[str]] = {0: [], 1: []}
-        for n, batch in enumerate(itertools.islice(iter(stream.dataloader()), 10)):
-            per_worker[n % 2] += [e.id for e in batch]
-        ids += per_worker[0][: lengths[0]] + per_worker[1][: lengths[1]]
+def test_two_ranks_two_workers_cover_a_striped_task(shard_root: Path, first_epoch_ids) -> None:
+    ids, layouts = first_epoch_ids(mixture_from_rates("few", {"st_task_few": 1.0}), 3, 10)
+    assert all(layout.striped for layout in layouts)
     assert Counter(ids) == Counter(r.id for r in read_records(shard_root, "st_few", "train"))
 
 
