@@ -1,6 +1,6 @@
 """The demo mixture on easy-vqa data: VQA, shape classification and a one-line description."""
 
-from generalist.mixture import MIXTURES, Mixture
+from generalist.catalog.mixture import MIXTURES, Mixture
 
 MIXTURES.register(
     Mixture(

@@ -6,7 +6,7 @@ repository does not declare. The remaining rates are normalised over what is pre
 CBIS-DDSM's 1.56% covers mass and calcification together, so each gets half.
 """
 
-from generalist.mixture import MIXTURES, Mixture
+from generalist.catalog.mixture import MIXTURES, Mixture
 
 MULTIMEDBENCH_RATES = (
     ("medqa", 3.13),

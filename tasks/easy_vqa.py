@@ -15,9 +15,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from generalist.catalog.parts import classification_parts, generation_parts, vqa_parts
+from generalist.catalog.records import DATASETS, Dataset, Record
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DataError
-from generalist.records import DATASETS, Dataset, Record
-from generalist.task import TASKS, Task, classification_parts, generation_parts, vqa_parts
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLORS = ("blue", "black", "brown", "gray", "green", "red", "teal", "yellow")

@@ -25,11 +25,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from generalist.dicom import dicom_to_png
+from generalist.catalog.parts import classification_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, IterRecords, Record
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DataError
-from generalist.records import DATASETS, BadRecord, Dataset, IterRecords, Record
-from generalist.source_files import check_split, csv_row, patient_split, read_csv, require_file
-from generalist.task import TASKS, Task, classification_parts
+from generalist.sources.dicom import dicom_to_png
+from generalist.sources.files import check_split, csv_row, patient_split, read_csv, require_file
 
 BIRADS = ("BI-RADS 1", "BI-RADS 2", "BI-RADS 3", "BI-RADS 4", "BI-RADS 5")
 PATHOLOGY = ("benign", "benign without callback", "malignant")

@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from generalist.catalog.parts import multiple_choice_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DataError
-from generalist.records import DATASETS, BadRecord, Dataset, Record
-from generalist.source_files import first_file, json_rows, missing_keys, read_json
-from generalist.task import TASKS, Task, multiple_choice_parts
+from generalist.sources.files import first_file, json_rows, missing_keys, read_json
 
 ADAPTER_VERSION = 1
 PUBMEDQA_OPTIONS = ("yes", "no", "maybe")

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from generalist.catalog.parts import vqa_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, IterRecords, Record
+from generalist.catalog.task import TASKS, Task, normalize_text
 from generalist.errors import DataError
-from generalist.records import DATASETS, BadRecord, Dataset, IterRecords, Record
-from generalist.source_files import check_split, image_problem, parquet_rows
-from generalist.task import TASKS, Task, normalize_text, vqa_parts
+from generalist.sources.files import check_split, image_problem, parquet_rows
 
 ADAPTER_VERSION = 1
 REQUIRED_COLUMNS = ("image", "question", "answer")

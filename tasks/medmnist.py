@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from generalist.catalog.parts import classification_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, IterRecords, Record
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DataError
-from generalist.records import DATASETS, BadRecord, Dataset, IterRecords, Record
-from generalist.task import TASKS, Task, classification_parts
 
 ADAPTER_VERSION = 1
 NPZ_SPLIT = {"train": "train", "validation": "val", "test": "test"}

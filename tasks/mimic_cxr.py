@@ -25,9 +25,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from generalist.records import DATASETS, BadRecord, Dataset, Record
-from generalist.source_files import check_split, csv_row, read_csv, require_file
-from generalist.task import TASKS, Parts, Task, generation_parts
+from generalist.catalog.parts import PromptParts, generation_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
+from generalist.catalog.task import TASKS, Task
+from generalist.sources.files import check_split, csv_row, read_csv, require_file
 
 from .mimic_cxr_files import SPLIT_NAMES, MimicCxrFiles, table_names
 from .mimic_cxr_files import parse_report as parse_report  # re-exported: the report format
@@ -152,9 +153,9 @@ def _indication(fields: Mapping[str, Any]) -> str:
     return f"Indication: {indication}" if indication else ""
 
 
-def condition_parts(fields: Mapping[str, Any]) -> Parts:
+def condition_parts(fields: Mapping[str, Any]) -> PromptParts:
     """A yes/no question about one condition (binary classification per condition)."""
-    return Parts(
+    return PromptParts(
         question=f"Is {str(fields['condition']).lower()} present in this chest X-ray?",
         target=str(fields["label"]),
         options=YES_NO,

@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 
-from generalist.records import BadRecord
-from generalist.source_files import csv_row, first_file, read_csv, read_image, require_file
+from generalist.catalog.records import BadRecord
+from generalist.sources.files import csv_row, first_file, read_csv, read_image, require_file
 
 FRONTAL_VIEWS = ("AP", "PA")
 SPLIT_NAMES = {"train": "train", "validate": "validation", "test": "test"}

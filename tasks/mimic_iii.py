@@ -18,10 +18,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from generalist.catalog.parts import generation_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DataError
-from generalist.records import DATASETS, BadRecord, Dataset, Record
-from generalist.source_files import first_file, json_lines, missing_keys
-from generalist.task import TASKS, Task, generation_parts
+from generalist.sources.files import first_file, json_lines, missing_keys
 
 ADAPTER_VERSION = 1
 SPLIT_FILES = {

@@ -15,8 +15,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from generalist.records import DATASETS, BadRecord, Dataset, Record
-from generalist.source_files import (
+from generalist.catalog.parts import classification_parts
+from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
+from generalist.catalog.task import TASKS, Task
+from generalist.sources.files import (
     check_split,
     csv_row,
     patient_split,
@@ -24,7 +26,6 @@ from generalist.source_files import (
     read_image,
     require_file,
 )
-from generalist.task import TASKS, Task, classification_parts
 
 # Published diagnostic codes and the names the prompts use (Med-PaLM M lists full names).
 DIAGNOSES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generalist.catalog import load_catalog
+from generalist.catalog.loading import load_catalog
 
 
 @pytest.fixture(scope="session", autouse=True)

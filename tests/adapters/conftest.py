@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generalist.records import DATASETS, BadRecord, Record
+from generalist.catalog.records import DATASETS, BadRecord, Record
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # `datasets` must never reach for the hub here
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -67,9 +67,10 @@ def round_trip(
 ) -> dict[str, list[Record]]:
     """Shard `source`, read every split back, check it equals the adapter's records field by
     field (images re-encoded 224x224 RGB by the policy) and render `task` from the shards."""
-    from generalist.render import render_examples
-    from generalist.shards import read_records, verify_dataset, write_dataset
-    from generalist.task import TASKS
+    from generalist.catalog.task import TASKS
+    from generalist.cli.render import render_examples
+    from generalist.shards.manifest import read_records, verify_dataset
+    from generalist.shards.writer import write_dataset
 
     manifest = write_dataset(dataset, source, out, splits=splits, progress=False)
     verify_dataset(out, dataset)

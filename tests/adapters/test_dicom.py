@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generalist.dicom import dicom_to_array, dicom_to_png
 from generalist.errors import DataError
+from generalist.sources.dicom import dicom_to_array, dicom_to_png
 
 RAW = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generalist.dicom import dicom_to_array
+from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
-from generalist.records import BadRecord
+from generalist.sources.dicom import dicom_to_array
 
 VINDR_HEADER = [
     "study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",

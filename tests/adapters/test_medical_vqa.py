@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
-from generalist.records import BadRecord
 
 VQA_RAD = {
     "train": [("Is there a fracture?", "Yes"), ("What organ is shown?", "liver")],
@@ -201,7 +201,8 @@ def test_plain_binary_image_column(tmp_path, helpers) -> None:
 
 def test_vqa_rad_may_reuse_train_images_in_test_but_path_vqa_may_not(tmp_path, helpers) -> None:
     from generalist.errors import DataError
-    from generalist.shards import load_manifest, write_dataset
+    from generalist.shards.manifest import load_manifest
+    from generalist.shards.writer import write_dataset
 
     for name, allowed in (("vqa_rad", True), ("path_vqa", False)):
         root = tmp_path / name

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from generalist.tasks.mimic_cxr import parse_report
 
+from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
-from generalist.records import BadRecord
 
 REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from generalist.tasks.pad_ufes import split_of
 
+from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
-from generalist.records import BadRecord
 
 HEADER = [
     "patient_id",
@@ -141,7 +141,7 @@ def test_shard_round_trip_and_render(pad, tmp_path, helpers) -> None:
 
 def test_cli_shard_skip_bad_then_render(pad, tmp_path, capsys) -> None:
     from generalist.cli import main
-    from generalist.shards import load_manifest
+    from generalist.shards.manifest import load_manifest
 
     rows = [ROWS[0], ROWS[1].replace(",NEV,", ",XYZ,"), *ROWS[2:]]
     (pad / "metadata.csv").write_text(",".join(HEADER) + "\n" + "\n".join(rows) + "\n")

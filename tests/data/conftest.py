@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generalist.records import DATASETS, Dataset
+from generalist.catalog.records import DATASETS, Dataset
 
 
 def png(width: int = 8, height: int = 8, mode: str = "RGB", seed: int = 0) -> bytes:

@@ -12,9 +12,10 @@ from generalist.tasks.easy_vqa import iter_questions, package_source
 from generalist.tasks.medmnist import MEDMNIST_LABELS
 from PIL import Image
 
-from generalist import render
+from generalist.cli import render
 from generalist.errors import DataError
-from generalist.shards import read_records, write_dataset
+from generalist.shards.manifest import read_records
+from generalist.shards.writer import write_dataset
 
 
 def write_npz(path: Path, channels: int | None, labels: dict[str, list[int]], seed: int = 0):

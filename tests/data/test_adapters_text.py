@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from generalist import render
+from generalist.cli import render
 from generalist.errors import DataError
-from generalist.shards import read_records, write_dataset
+from generalist.shards.manifest import read_records
+from generalist.shards.writer import write_dataset
 
 
 def jsonl(path: Path, rows: list[dict]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from generalist.errors import ConfigError
-from generalist.images import ImageDecodeError, ImagePolicy
+from generalist.shards.images import ImageDecodeError, ImagePolicy
 
 
 def encode(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:

@@ -6,8 +6,8 @@ import json
 import textwrap
 
 from generalist import cli
-from generalist.records import DATASETS
-from generalist.shards import load_manifest, read_records
+from generalist.catalog.records import DATASETS
+from generalist.shards.manifest import load_manifest, read_records
 
 
 def write_mimic(root):
@@ -53,7 +53,7 @@ def test_shard_command_imports_a_user_adapter(tmp_path, capsys):
     module.write_text(
         textwrap.dedent(
             """
-            from generalist.records import DATASETS, Dataset, Record
+            from generalist.catalog import DATASETS, Dataset, Record
 
             def iter_notes(source, split):
                 for line in (source / f"{split}.txt").read_text().splitlines():

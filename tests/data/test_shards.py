@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from generalist.catalog.records import BadRecord, Record
 from generalist.errors import ConfigError, DataError
-from generalist.records import BadRecord, Record
-from generalist.shards import (
-    iter_shard,
-    load_manifest,
-    read_records,
-    split_shards,
-    verify_dataset,
-    write_dataset,
-)
+from generalist.shards.manifest import load_manifest, read_records, split_shards, verify_dataset
+from generalist.shards.reader import iter_shard
+from generalist.shards.writer import write_dataset
 
 
 def toy_records(make_png, splits=("train", "test"), per_split=5, images=1):
@@ -225,8 +220,8 @@ KILLED_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from generalist.records import DATASETS, Dataset, Record
-    from generalist.shards import write_dataset
+    from generalist.catalog import DATASETS, Dataset, Record
+    from generalist.shards.writer import write_dataset
 
     root, marker = Path(sys.argv[1]), Path(sys.argv[2])
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
-from generalist.records import BadRecord
-from generalist.source_files import (
+from generalist.sources.files import (
     check_columns,
     first_file,
     json_lines,

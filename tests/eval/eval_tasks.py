@@ -10,8 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from generalist.records import DATASETS, Dataset, Record
-from generalist.task import TASKS, Task, classification_parts, multiple_choice_parts, vqa_parts
+from generalist.catalog.parts import classification_parts, multiple_choice_parts, vqa_parts
+from generalist.catalog.records import DATASETS, Dataset, Record
+from generalist.catalog.task import TASKS, Task
 
 COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 SHAPES = ("circle", "square", "triangle")
@@ -30,12 +31,9 @@ def tiny_model_dir(path: Path) -> Path:
     """A tiny LLaVA (untrained LoRA made non-zero so the adapter can be saved) on disk."""
     import torch
 
-    from generalist.model import (
-        build_model,
-        parse_lora_settings,
-        parse_model_config,
-        save_model_dir,
-    )
+    from generalist.model.build import build_model
+    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.model_dir import save_model_dir
 
     cfg = parse_model_config({"tiny": TINY})
     bundle = build_model(cfg, parse_lora_settings({}), texts_for_tokenizer=CORPUS)

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch.distributed as dist
 
-from generalist.catalog import import_user_module
-from generalist.evaluate import evaluate_tasks
-from generalist.generation import HFPredictor
-from generalist.model import load_model_dir
-from generalist.task import TASKS
+from generalist.catalog.loading import import_user_module
+from generalist.catalog.task import TASKS
+from generalist.eval.evaluate import evaluate_tasks
+from generalist.eval.generation import HFPredictor
+from generalist.model.model_dir import load_model_dir
 
 NAMES = ["eval_shapes", "eval_qa"]  # image + text-only; generation and option scores
 

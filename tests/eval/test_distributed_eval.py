@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from generalist.catalog import import_user_module
+from generalist.catalog.loading import import_user_module
 
 HERE = Path(__file__).parent
 eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from generalist.catalog import import_user_module
+from generalist.catalog.loading import import_user_module
+from generalist.catalog.records import Example
+from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError
-from generalist.evaluate import build_examples, evaluate_tasks, rank_share
-from generalist.records import Example
-from generalist.task import TASKS
-from generalist.tracking import Tracker, read_metrics
+from generalist.eval.evaluate import build_examples, evaluate_tasks, rank_share
+from generalist.tracking.run_records import read_metrics
+from generalist.tracking.tracker import Tracker
 
 HERE = Path(__file__).parent
 eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))

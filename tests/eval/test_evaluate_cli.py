@@ -9,9 +9,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from generalist.catalog import import_user_module
+from generalist.catalog.loading import import_user_module
 from generalist.cli import main as cli_main
-from generalist.shards import write_dataset
+from generalist.shards.writer import write_dataset
 
 HERE = Path(__file__).parent
 eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))
@@ -76,9 +76,9 @@ def test_evaluate_cli_errors_before_loading_the_model(setup: dict, capsys) -> No
 
 
 def test_periodic_evaluation_for_the_trainer(setup: dict) -> None:
-    from generalist.config import load_config
-    from generalist.evaluate_cli import periodic_evaluation
-    from generalist.model import load_model_dir
+    from generalist.model.model_dir import load_model_dir
+    from generalist.train.config import load_config
+    from generalist.train.periodic_eval import periodic_evaluation
 
     overrides = ["eval.tasks=[eval_qa, eval_shapes]", "eval.split=test", "eval.max_examples=3"]
     cfg = load_config(setup["config"], overrides)

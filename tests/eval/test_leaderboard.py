@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from generalist.cli import main as cli_main
-from generalist.leaderboard import MEDPALM_M
-from generalist.tracking import Tracker
+from generalist.eval.medpalm_m import MEDPALM_M
+from generalist.tracking.tracker import Tracker
 
 # run -> {task: primary metric value}. Ranks per task (1 best):
 #   easy_vqa (bleu1):        A 0.9 -> 1, B 0.5 -> 3, C 0.7 -> 2
@@ -90,7 +90,7 @@ def test_reference_values_are_fractions_of_the_paper_percentages() -> None:
 
 
 def test_runs_sharing_a_name_are_told_apart_only_when_both_are_scored() -> None:
-    from generalist.leaderboard import build_table
+    from generalist.eval.leaderboard import build_table
 
     scored = {"eval/easy_vqa/bleu1": 0.5}
     runs = [

@@ -9,9 +9,9 @@ import pytest
 from rouge_score import rouge_scorer
 from sklearn.metrics import roc_auc_score
 
-from generalist import metrics
+from generalist.catalog.task import TASKS
 from generalist.errors import GeneralistError
-from generalist.task import TASKS
+from generalist.eval import metrics
 
 
 def test_vqa_bleu1_token_f1_and_exact_match_split() -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from generalist.tracking import MAX_VALUE, Tracker, flatten_params, read_metrics
+from generalist.tracking.mlflow_calls import MAX_VALUE, flatten_params
+from generalist.tracking.run_records import read_metrics
+from generalist.tracking.tracker import Tracker
 
 
 def _nested_params() -> dict:

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from generalist.model import ModelBundle, build_model, parse_lora_settings, parse_model_config
-from generalist.records import Example
+from generalist.catalog.records import Example
+from generalist.model.build import build_model
+from generalist.model.bundle import ModelBundle
+from generalist.model.config import parse_lora_settings, parse_model_config
 
 TINY = {"hidden_size": 32, "heads": 2, "image_size": 32, "patch_size": 16, "seed": 0}
 CORPUS = [
@@ -51,7 +53,7 @@ def train(bundle: ModelBundle, batch: dict[str, Any], steps: int = 3, lr: float 
     """AdamW steps on one fixed batch (the model's own loss); the losses; eval mode after."""
     import torch
 
-    from generalist.collate import model_inputs
+    from generalist.batching.collate import model_inputs
 
     bundle.model.train()
     params = [p for p in bundle.model.parameters() if p.requires_grad]

@@ -13,11 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from generalist.collate import IGNORE_INDEX, Collator, model_inputs
-from generalist.export import export
-from generalist.generation import HFPredictor
-from generalist.lora import trainable_parameter_names
-from generalist.model import build_model, parse_lora_settings, parse_model_config, save_model_dir
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.padding import IGNORE_INDEX
+from generalist.eval.generation import HFPredictor
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.export import export
+from generalist.model.lora import trainable_parameter_names
+from generalist.model.model_dir import save_model_dir
 
 
 def _load_by_path(path):
@@ -159,7 +162,7 @@ def test_mrope_processor_equals_qwen2_vl_processor(h, monkeypatch):
     from transformers import Qwen2VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
-    from generalist.mrope_processor import MRopeProcessor
+    from generalist.model.qwen2_vl_processor import MRopeProcessor
 
     check = ProcessorMixin.check_argument_for_proper_class
     monkeypatch.setattr(
@@ -265,8 +268,8 @@ def test_qwen2_vl_zero3_two_ranks_mixed_batches_learn(qwen_dir, tmp_path):
 
     import yaml
 
-    from generalist.catalog import import_user_module
-    from generalist.shards import write_dataset
+    from generalist.catalog.loading import import_user_module
+    from generalist.shards.writer import write_dataset
 
     train_tests = Path(__file__).parents[1] / "train"
     conftest = _load_by_path(train_tests / "conftest.py")

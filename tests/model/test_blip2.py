@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generalist.collate import IGNORE_INDEX, Collator, model_inputs
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.padding import IGNORE_INDEX
 from generalist.errors import DataError
-from generalist.export import export
-from generalist.lora import trainable_parameter_names
-from generalist.model import save_model_dir
+from generalist.model.export import export
+from generalist.model.lora import trainable_parameter_names
+from generalist.model.model_dir import save_model_dir
 
 QUERIES = 4
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generalist.collate import Collator, model_inputs
+from generalist.batching.collate import Collator, model_inputs
 from generalist.errors import ConfigError
-from generalist.lora import trainable_parameter_names
-from generalist.model import build_model, parse_lora_settings, parse_model_config
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.lora import trainable_parameter_names
 
 
 def test_tiny_forward_backward_reaches_lora_and_projector(make_bundle, h):

@@ -9,14 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from generalist.collate import (
-    IGNORE_INDEX,
-    Collator,
-    group_by_length,
-    iter_length_grouped,
-    model_inputs,
-    padding_fraction,
-)
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.grouping import group_by_length
+from generalist.batching.padding import IGNORE_INDEX
 from generalist.errors import DataError
 
 
@@ -127,8 +122,14 @@ def test_length_grouping_keeps_padding_under_ten_percent(bundle, h):
         for i in range(64)
     ]
     collator = Collator(bundle, 128, dummy_images="off")
+
+    def padding_fraction(batch):
+        mask = batch["attention_mask"]
+        return float(1.0 - mask.sum().item() / mask.numel())
+
     naive = [padding_fraction(collator(examples[i : i + 8])) for i in range(0, 64, 8)]
-    batches = list(iter_length_grouped(examples, collator, batch_size=8, buffer_batches=8))
+    encoded = collator.encode_many(examples)  # one window of 8 micro-batches, as training cuts it
+    batches = [collator.pad(g) for g in group_by_length(encoded, 8, lambda r: r.length)]
     grouped = [padding_fraction(b) for b in batches]
     assert sum(grouped) / len(grouped) < 0.10 < sum(naive) / len(naive)
     seen = [i for b in batches for i in b["example_ids"]]

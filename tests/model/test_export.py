@@ -9,18 +9,13 @@ import sys
 import pytest
 import torch
 
+from generalist.batching.collate import Collator, model_inputs
 from generalist.cli import main as cli_main
-from generalist.collate import Collator, model_inputs
 from generalist.errors import GeneralistError
-from generalist.export import merged_model
-from generalist.lora import save_adapter
-from generalist.model import (
-    build_model,
-    load_model_dir,
-    parse_lora_settings,
-    parse_model_config,
-    save_model_dir,
-)
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.lora import save_adapter
+from generalist.model.model_dir import load_model_dir, save_model_dir
 
 PLAIN_GENERATE = r"""
 import json, sys, io
@@ -83,7 +78,7 @@ def test_export_reloads_in_plain_transformers_and_generates_the_same(make_bundle
     kw = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False}
     with torch.no_grad():
         ours = bundle.model.generate(**model_inputs(gen), **kw)
-        merged = merged_model(load_model_dir(ckpt)).generate(**model_inputs(gen), **kw)
+        merged = load_model_dir(ckpt).merged_model().generate(**model_inputs(gen), **kw)
     n = gen["input_ids"].shape[1]
     assert ours[0, n:].tolist() == merged[0, n:].tolist() == plain_tokens
     assert len(plain_tokens) == 6

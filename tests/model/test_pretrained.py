@@ -8,12 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from generalist.collate import Collator, model_inputs
+from generalist.batching.collate import Collator, model_inputs
 from generalist.errors import DataError
-from generalist.export import export
-from generalist.lora import trainable_parameter_names
-from generalist.model import build_model, parse_lora_settings, parse_model_config, save_model_dir
-from generalist.tiny_model import train_tokenizer
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.export import export
+from generalist.model.lora import trainable_parameter_names
+from generalist.model.model_dir import save_model_dir
+from generalist.model.tiny_parts import train_tokenizer
 
 TOK = SimpleNamespace(
     tokenizer="word", vocab_size=200, tokenizer_corpus=None, max_position_embeddings=128
@@ -168,7 +170,7 @@ def test_composed_adds_the_image_token_to_a_plain_lm_tokenizer(parts, h, tmp_pat
         if "lora_B" in n:
             p.data.fill_(0.05)
     save_model_dir(bundle, tmp_path / "model")
-    from generalist.model import load_model_dir
+    from generalist.model.model_dir import load_model_dir
 
     again = load_model_dir(tmp_path / "model")
     batch2 = Collator(again, 64)([h.image_example(), h.text_example()])

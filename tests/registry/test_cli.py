@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from generalist.catalog.mixture import MIXTURES
+from generalist.catalog.task import TASKS
 from generalist.cli import main
-from generalist.mixture import MIXTURES
-from generalist.task import TASKS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

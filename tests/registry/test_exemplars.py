@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from generalist.catalog.exemplars import ExemplarPool, format_example
+from generalist.catalog.records import Record
+from generalist.catalog.task import TASKS
 from generalist.errors import DataError
-from generalist.exemplars import ExemplarPool, format_example
-from generalist.records import Record
-from generalist.task import TASKS
 
 
 def qa(id_: str, split: str = "train") -> Record:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from generalist.catalog.mixture import MIXTURES, Mixture
+from generalist.catalog.parts import vqa_parts
+from generalist.catalog.registry import Registry
+from generalist.catalog.task import TASKS, Task
 from generalist.errors import DuplicateNameError, GeneralistError, UnknownNameError
-from generalist.mixture import MIXTURES, Mixture
-from generalist.registry import Registry
-from generalist.task import TASKS, Task, vqa_parts
 
 
 @dataclass(frozen=True)

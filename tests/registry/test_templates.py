@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from generalist.records import Record
-from generalist.task import IMAGE_TOKEN, TASKS
+from generalist.catalog.records import Record
+from generalist.catalog.task import IMAGE_TOKEN, TASKS
 
 PNG = b"\x89PNG fake"  # formatting never decodes images
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from generalist.atomic_dir import atomic_dir
+from generalist.atomic import atomic_dir
 
 
 def test_a_failed_write_leaves_the_old_directory_and_no_temporary(tmp_path: Path) -> None:

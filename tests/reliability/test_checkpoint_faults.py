@@ -23,7 +23,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from generalist.checkpoint import complete_checkpoints, is_complete, weights_only_load
+from generalist.train.checkpoint import weights_only_load
+from generalist.train.checkpoint_layout import complete_checkpoints, is_complete
 
 pytestmark = pytest.mark.slow
 FAULTY = str(Path(__file__).with_name("faulty_train.py"))

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generalist.config import check_config, load_config
+from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import DataError
-from generalist.mixture import mixture_from_rates
-from generalist.stream import build_stream
+from generalist.mixing.stream import build_stream
+from generalist.train.config import load_config
+from generalist.train.preflight import check_config
 
 COLORS = mixture_from_rates("colors", {"train_colors": 1.0})
 SHARD = "train-000001.tar"  # samples 10-19 of train_colors' train split

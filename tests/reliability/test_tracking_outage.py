@@ -20,11 +20,13 @@ import warnings
 
 from mlflow import MlflowClient
 
-from generalist.tracking import Tracker, read_metrics, server_answers
+from generalist.tracking.mlflow_calls import server_answers
+from generalist.tracking.run_records import read_metrics
+from generalist.tracking.tracker import Tracker
 
 CHILD = """
 import sys
-from generalist.tracking import Tracker
+from generalist.tracking.tracker import Tracker
 tracker = Tracker(sys.argv[1], tracking_uri=sys.argv[2], experiment="outage", retry_s=3600)
 tracker.log_params({"steps": 10})
 for step in range(3):

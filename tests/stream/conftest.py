@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generalist.records import DATASETS, Dataset, Record
-from generalist.shards import write_dataset
-from generalist.task import TASKS, Task, vqa_parts
+from generalist.catalog.parts import vqa_parts
+from generalist.catalog.records import DATASETS, Dataset, Record
+from generalist.catalog.task import TASKS, Task
+from generalist.shards.writer import write_dataset
 
 # dataset -> (records per train shard, train shards, validation records, with image)
 SIZES = {
@@ -97,7 +98,7 @@ def first_epoch_ids(shard_root: Path):
     each rank's share layout. Workers alternate batches, so batch n came from worker n % 2."""
     import itertools
 
-    from generalist.stream import build_stream
+    from generalist.mixing.stream import build_stream
 
     def collect(mixture, batch_size: int, n_batches: int) -> tuple[list[str], list]:
         ids: list[str] = []

@@ -20,9 +20,9 @@ def main() -> None:
     spec.loader.exec_module(module)
     module.register()  # the st_* test datasets and tasks
 
-    from generalist.catalog import load_catalog
-    from generalist.mixture import mixture_from_rates
-    from generalist.stream import build_stream
+    from generalist.catalog.loading import load_catalog
+    from generalist.catalog.mixture import mixture_from_rates
+    from generalist.mixing.stream import build_stream
 
     load_catalog()
     from generalist.distributed import skip_cpu_shm_op

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from generalist.mixture import mixture_from_rates
-from generalist.stream import build_stream
+from generalist.catalog.mixture import mixture_from_rates
+from generalist.mixing.stream import build_stream
 
 HERE = Path(__file__).parent
 

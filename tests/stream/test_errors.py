@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError, DataError
-from generalist.mixture import mixture_from_rates
-from generalist.stream import build_stream
+from generalist.mixing.stream import build_stream
 
 ONE = mixture_from_rates("one", {"st_task_few": 1.0})
 

@@ -8,9 +8,15 @@ from collections import Counter
 import pytest
 from generalist.mixtures.multimedbench import MULTIMEDBENCH_RATES
 
+from generalist.catalog.mixture import (
+    MIXTURES,
+    Mixture,
+    examples_proportional,
+    examples_proportional_mixture,
+    mixture_from_rates,
+)
 from generalist.errors import ConfigError, GeneralistError
-from generalist.mix_rates import Schedule, examples_proportional, window_batches
-from generalist.mixture import MIXTURES, Mixture, examples_proportional_mixture, mixture_from_rates
+from generalist.mixing.schedule import Schedule, window_batches
 
 
 def bound(p: float, n: int) -> float:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError
-from generalist.mixture import mixture_from_rates
-from generalist.stream import build_stream
+from generalist.mixing.stream import build_stream
 
 MIX = mixture_from_rates(
     "m", {"st_task_many": 3.0, "st_task_few": 1.0, "st_task_tiny": 1.0}, min_per_batch=1

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError, DataError
-from generalist.mixture import mixture_from_rates
-from generalist.shards import index_shard, iter_shard, read_indexed, read_records, split_shards
-from generalist.stream import build_stream
-from generalist.task_reader import ShareLayout, slot_records
+from generalist.mixing.shares import TaskShares, slot_records
+from generalist.mixing.stream import build_stream
+from generalist.shards.index import index_shard, read_indexed
+from generalist.shards.manifest import read_records, split_shards
+from generalist.shards.reader import iter_shard
 
 ONE_MANY = mixture_from_rates("one", {"st_task_many": 1.0})
 MIX = mixture_from_rates(
@@ -74,7 +76,7 @@ def test_seed_decides_the_order_and_identical_inputs_repeat_it(shard_root: Path)
 def test_slots_cover_every_record_once_per_epoch(shard_root: Path, dataset: str, slots: int):
     """Ranks x workers = `slots` readers; st_few (3 shards) is striped over 4 of them."""
     shards = split_shards(shard_root, dataset, "train")
-    layout = ShareLayout(dataset, shards, seed=2, slots=slots)
+    layout = TaskShares(dataset, shards, seed=2, slots=slots)
     everything = sorted(r.id for r in read_records(shard_root, dataset, "train"))
     for epoch in range(2):
         seen = [

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from generalist.exemplars import ExemplarPool, format_example
-from generalist.mixture import mixture_from_rates
-from generalist.shards import read_records, split_shards
-from generalist.stream import build_stream
-from generalist.task import TASKS
-from generalist.task_reader import ShareLayout
+from generalist.catalog.exemplars import ExemplarPool, format_example
+from generalist.catalog.mixture import mixture_from_rates
+from generalist.catalog.task import TASKS
+from generalist.mixing.shares import TaskShares
+from generalist.mixing.stream import build_stream
+from generalist.shards.manifest import read_records, split_shards
 
 MIX = {"st_task_many": 3.0, "st_task_few": 1.0, "st_task_tiny": 1.0}
 
@@ -26,7 +26,7 @@ def take(stream, n: int) -> list:
 @pytest.mark.parametrize(("dataset", "slots"), [("st_many", 3), ("st_many", 10), ("st_few", 4)])
 def test_layout_covers_every_record_once_per_epoch(shard_root: Path, dataset: str, slots: int):
     shards = split_shards(shard_root, dataset, "train")
-    layout = ShareLayout(dataset, shards, seed=0, slots=slots)
+    layout = TaskShares(dataset, shards, seed=0, slots=slots)
     assert layout.striped == (len(shards) < slots)
     for epoch in range(3):
         seen = Counter(
@@ -128,7 +128,7 @@ def test_eval_stream_reads_each_task_once_with_template_zero(shard_root: Path) -
 
 
 def test_examples_proportional_mixture_takes_counts_from_manifests(shard_root: Path) -> None:
-    from generalist.mixture import examples_proportional_mixture
+    from generalist.catalog.mixture import examples_proportional_mixture
 
     mix = examples_proportional_mixture(
         "ep", ["st_task_many", "st_task_few", "st_task_tiny"], cap=60

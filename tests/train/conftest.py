@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generalist.catalog import import_user_module
+from generalist.catalog.loading import import_user_module
 
 TINY_TASKS = Path(__file__).with_name("tiny_tasks.py")
 
@@ -15,7 +15,7 @@ TINY_TASKS = Path(__file__).with_name("tiny_tasks.py")
 @pytest.fixture(scope="session")
 def shard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train_colors (images) and train_words (text only) written with the real shard writer."""
-    from generalist.shards import write_dataset
+    from generalist.shards.writer import write_dataset
 
     import_user_module(str(TINY_TASKS))
     root = tmp_path_factory.mktemp("shards")

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generalist.config import check_config, filled_deepspeed_config, load_config
 from generalist.errors import ConfigError
+from generalist.train.config import load_config
+from generalist.train.deepspeed_config import filled_deepspeed_config
+from generalist.train.preflight import check_config
 
 
 def test_defaults_then_yaml_then_overrides(tiny_config) -> None:

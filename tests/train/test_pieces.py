@@ -13,17 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from generalist.catalog import import_user_module
-from generalist.checkpoint import (
-    latest_checkpoint,
-    prune,
-    resolve_resume,
-    rng_state,
-    set_rng_state,
-)
+from generalist.batching.grouping import grouped_batches
+from generalist.batching.losses import example_losses
+from generalist.catalog.loading import import_user_module
+from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError
-from generalist.mixture import mixture_from_rates
-from generalist.train_step import LossMeter, example_losses, grouped_batches
+from generalist.train.checkpoint_layout import latest_checkpoint, prune, resolve_resume
+from generalist.train.rng_state import rng_state, set_rng_state
+from generalist.train.step import LossMeter
 
 
 def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
@@ -110,7 +107,7 @@ class _FakeCollator:
 
 
 def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> None:
-    from generalist.stream import build_stream
+    from generalist.mixing.stream import build_stream
 
     import_user_module(str(Path(__file__).with_name("tiny_tasks.py")))
     mixture = mixture_from_rates("t", {"train_colors": 1.0, "train_words": 1.0})
@@ -139,8 +136,8 @@ def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> 
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path, tiny_config) -> None:
-    from generalist.checkpoint import check_resumable
-    from generalist.config import load_config
+    from generalist.train.checkpoint_layout import check_resumable
+    from generalist.train.config import load_config
 
     cfg = load_config(tiny_config()).model_dump(mode="json")
     path = _fake_checkpoint(tmp_path, "step-000004")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from generalist.checkpoint import complete_checkpoints, latest_checkpoint
+from generalist.train.checkpoint_layout import complete_checkpoints, latest_checkpoint
 
 pytestmark = pytest.mark.slow
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
@@ -182,8 +182,9 @@ def test_bf16_two_ranks_learn_and_save_bf16_weights(tiny_config_module) -> None:
 def _modality_mix(config: Path) -> bool:
     """True when, in the first 12 steps of this config's streams, some micro-batch mixes image
     and text-only examples and at some step one rank's micro-batch is text only."""
-    from generalist.config import check_config, load_config
-    from generalist.stream import build_stream
+    from generalist.mixing.stream import build_stream
+    from generalist.train.config import load_config
+    from generalist.train.preflight import check_config
 
     cfg = load_config(config)
     mixture = check_config(cfg)

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from generalist.cli import main as cli
-from generalist.config import load_config
 from generalist.errors import ConfigError
-from generalist.model import build_model
+from generalist.model.build import build_model
+from generalist.train.config import load_config
 
 TEXTS = ["what colour is the picture? red green blue black"]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from generalist.records import DATASETS, Dataset, Record
-from generalist.task import TASKS, Task, vqa_parts
+from generalist.catalog.parts import vqa_parts
+from generalist.catalog.records import DATASETS, Dataset, Record
+from generalist.catalog.task import TASKS, Task
 
 COLORS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "black": (0, 0, 0)}
 OPPOSITES = {

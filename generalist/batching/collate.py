@@ -1,0 +1,295 @@
+"""Examples -> model batches: tokenise with the model's processor, mask prompts out of labels.
+
+Sequence layout (training, right padding; generalist.padding pads the rows):
+
+    [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
+    labels: -100 .............................| target ids, eos | -100 .............| -100
+
+How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
+mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
+generalist.token_layout's job.
+
+- The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
+  target is tokenised separately and appended, so the prompt of a training sequence tokenises
+  exactly as the generation prompt does.
+- Truncation keeps the whole target: the prompt is cut from the LEFT (after bos): the
+  instruction and exemplars go first. A cut that would reach an image's tokens, or a target
+  that does not fit at all, raises DataError naming the example (raise max_length).
+- Every example without images gets a dummy blank image (dummy_images="per_example", default;
+  "per_batch" adds one only to a batch with no image at all; "off" never): its tokens come
+  after the real tokens (training) or before the padding (generation) with attention_mask 0
+  and labels -100, so no real token attends to them, yet every rank runs the vision tower each
+  step: ZeRO-3 hangs when ranks run different modules. (M-RoPE models: none beside a real
+  image, see token_layout.)
+- for_generation=True: prompt only, left padding, no labels.
+- Encoder-decoder models (BLIP-2 + T5): input_ids hold the prompt (right padded, dummy as
+  above) and labels the target + eos, padded separately with -100; one image per example.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
+from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
+from generalist.catalog.records import Example
+from generalist.catalog.task import IMAGE_TOKEN
+from generalist.errors import ConfigError, DataError
+
+MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_sizes",
+    "image_grid_thw",
+    "pixel_attention_mask",
+)
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a batch that the model's forward takes (drops task names, ids)."""
+    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
+
+
+def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
+    """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
+    (the training or model precision) when given."""
+    out = {}
+    for key, value in model_inputs(batch).items():
+        value = value.to(device, non_blocking=True)
+        if float_dtype is not None and value.is_floating_point():
+            value = value.to(float_dtype)
+        out[key] = value
+    return out
+
+
+class Collator:
+    """Callable: list[Example] -> dict(input_ids, attention_mask, labels, pixel_values,
+    task_ids, task_names, example_ids). See the module docstring for the layout.
+
+    tasks: task names in a fixed order; batch["task_ids"] indexes it (per-task losses).
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        max_length: int,
+        for_generation: bool = False,
+        dummy_images: Literal["per_example", "per_batch", "off"] = "per_example",
+        tasks: Sequence[str] | None = None,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        if max_length < 8:
+            raise ConfigError(f"max_length {max_length} is too small (at least 8)")
+        self.bundle = bundle
+        self.processor = bundle.processor
+        self.tokenizer = bundle.tokenizer
+        self.max_length = max_length
+        self.for_generation = for_generation
+        self.text_only = bundle.image_token is None
+        self.dummy_mode = "off" if self.text_only else dummy_images
+        self.tasks = list(tasks) if tasks is not None else None
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            raise ConfigError("the tokenizer has no pad token; set one (e.g. the eos token)")
+        self.eos_id = self.tokenizer.eos_token_id
+        self.seq2seq = bool(bundle.is_encoder_decoder)
+        self.layout = layout_for(bundle)  # per-family markers, target spacing, token types
+        self._dummy: tuple[list[int], dict[str, Any]] | None = None
+
+    # -- encoding -------------------------------------------------------------------------
+    def _images(self, example: Example) -> list[Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        out = []
+        for n, data in enumerate(example.images):
+            try:
+                out.append(Image.open(io.BytesIO(data)).convert("RGB"))
+            except (UnidentifiedImageError, OSError) as err:
+                raise DataError(
+                    f"task {example.task!r} example {example.id!r}: image {n} cannot be decoded "
+                    f"({err}); re-shard the dataset"
+                ) from None
+        return out
+
+    def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
+        return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
+
+    def _process_many(
+        self, texts: list[str], images: list[list[Any]]
+    ) -> list[tuple[list[int], dict[str, Any]]]:
+        """Prompts through the processor, one call per kind (with / without images)."""
+        if self.text_only:
+            return [(list(ids), {}) for ids in self.tokenizer(texts)["input_ids"]]
+        out: list[Any] = [None] * len(texts)
+        plain = [i for i, im in enumerate(images) if not im]
+        if plain:
+            own = [self.layout.text_only_ids(self.tokenizer, texts[i]) for i in plain]
+            if None in own:
+                own = self.processor(text=[texts[i] for i in plain])["input_ids"]
+            for i, ids in zip(plain, own):
+                out[i] = (list(ids), {})
+        rich = [i for i, im in enumerate(images) if im]
+        if rich:
+            flat = [img for i in rich for img in images[i]]
+            enc = self.processor(text=[texts[i] for i in rich], images=flat)
+            parts = split_images(enc, [len(images[i]) for i in rich])
+            if parts is None:  # an unknown image-output layout: one call per example
+                for i in rich:
+                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt")
+                    extra = {k: v for k, v in one.items() if k not in TEXT_KEYS}
+                    out[i] = (one["input_ids"][0].tolist(), extra)
+                return out
+            for i, ids, part in zip(rich, enc["input_ids"], parts):
+                out[i] = (list(ids), part)
+        return out
+
+    def dummy_block(self) -> tuple[list[int], dict[str, Any]]:
+        """(token ids, image tensors) of a blank image as the processor expands it."""
+        if self._dummy is None:
+            from PIL import Image
+
+            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
+            self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
+        return self._dummy
+
+    def target_ids(self, target: str) -> list[int]:
+        """The target's tokens (after a space) followed by eos: what the labels hold."""
+        return self._target_ids([target])[0]
+
+    def _target_ids(self, targets: list[str]) -> list[list[int]]:
+        prefix = self.layout.target_prefix  # PaliGemma: no space after its prompt's "\n"
+        enc = self.tokenizer([prefix + t for t in targets], add_special_tokens=False)
+        return [[*ids, self.eos_id] for ids in enc["input_ids"]]
+
+    def _prompt_text(self, example: Example) -> str:
+        """The prompt with its "<image>" markers checked and mapped to the processor's."""
+        where = f"task {example.task!r} example {example.id!r}"
+        n_markers = example.prompt.count(IMAGE_TOKEN)
+        if self.text_only and example.images:
+            raise DataError(f"{where} has images but the model is a text-only causal LM")
+        if n_markers != len(example.images):
+            raise DataError(
+                f"{where}: the prompt has {n_markers} {IMAGE_TOKEN} markers but "
+                f"{len(example.images)} images"
+            )
+        if self.layout.kind == "blip2" and len(example.images) > 1:
+            raise DataError(f"{where}: BLIP-2 takes one image per example, not {n_markers}")
+        return self.layout.prompt_text(example.prompt, n_markers)
+
+    def encode(self, example: Example) -> Encoded:
+        """Tokenise one example (truncating the prompt from the left if needed)."""
+        return self.encode_many([example])[0]
+
+    def encode_many(self, examples: Sequence[Example]) -> list[Encoded]:
+        """Tokenise examples; the same result as encode() on each, in batched calls."""
+        if not examples:
+            return []
+        texts = [self._prompt_text(e) for e in examples]
+        processed = self._process_many(texts, [self._images(e) for e in examples])
+        if self.for_generation:
+            targets: list[list[int]] = [[] for _ in examples]
+        else:
+            targets = self._target_ids([e.target for e in examples])
+        return [self._finish(*args) for args in zip(examples, processed, targets)]
+
+    def _finish(
+        self, example: Example, processed: tuple[list[int], dict[str, Any]], target: list[int]
+    ) -> Encoded:
+        where = f"task {example.task!r} example {example.id!r}"
+        prompt, images = processed
+        if self.seq2seq and len(target) > self.max_length:
+            raise DataError(
+                f"{where}: the target ({len(target)} tokens) does not fit in max_length "
+                f"{self.max_length}; raise max_length"
+            )
+        prompt = self._truncate(prompt, 0 if self.seq2seq else len(target), where)
+        dummy: list[int] = []
+        if not example.images and self.dummy_mode == "per_example":
+            dummy, images = self.dummy_block()
+        if self.seq2seq:  # the encoder reads the prompt, the decoder's labels are the target
+            return Encoded(prompt, target, images, example.task, example.id, len(prompt), dummy)
+        return Encoded(
+            input_ids=prompt + target,
+            labels=[IGNORE_INDEX] * len(prompt) + target,
+            images=images,
+            task=example.task,
+            id=example.id,
+            prompt_length=len(prompt),
+            dummy=list(dummy),
+        )
+
+    def _truncate(self, prompt: list[int], n_target: int, where: str) -> list[int]:
+        cut = len(prompt) + n_target - self.max_length
+        if cut <= 0:
+            return prompt
+        keep = {self.tokenizer.bos_token_id, self.bundle.image_token_id}
+        head = 0  # leading bos / image tokens (BLIP-2, PaliGemma: images first) are never cut
+        while head < len(prompt) and prompt[head] in keep:
+            head += 1
+        if cut > len(prompt) - head - 1:
+            raise DataError(
+                f"{where}: {len(prompt) + n_target} tokens exceed max_length {self.max_length} "
+                f"and cutting the prompt cannot make the target ({n_target} tokens) fit; "
+                "raise max_length"
+            )
+        image_ids = {self.bundle.image_token_id, *self.layout.protected_ids(self.tokenizer)}
+        if image_ids & set(prompt[head : head + cut]) - {None}:
+            raise DataError(
+                f"{where}: {len(prompt) + n_target} tokens exceed max_length "
+                f"{self.max_length} and cutting the prompt would cut an image; raise max_length"
+            )
+        return prompt[:head] + prompt[head + cut :]
+
+    # -- padding ---------------------------------------------------------------------------
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return self.pad(self.encode_many(examples))
+
+    def pad(self, encoded: Sequence[Encoded]) -> dict[str, Any]:
+        """Pad encoded examples into a batch (right for training, left for generation)."""
+        import torch
+
+        if not encoded:
+            raise DataError("cannot collate an empty batch")
+        rows = list(encoded)
+        if self.layout.dummy_only_without_images and any(r.images and not r.dummy for r in rows):
+            rows = [replace(r, images={}, dummy=[]) if r.dummy else r for r in rows]
+        if self.dummy_mode == "per_batch" and not any(r.images for r in rows):
+            ids, images = self.dummy_block()
+            rows[0] = replace(rows[0], images=images, dummy=list(ids))
+        width = max(r.length for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        rows_out = pad_rows(rows, width, self.pad_id, self.for_generation, self.seq2seq)
+        batch: dict[str, Any] = {
+            "input_ids": torch.tensor(rows_out["ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(rows_out["mask"], dtype=torch.long),
+        }
+        if rows_out["labels"]:
+            batch["labels"] = torch.tensor(rows_out["labels"], dtype=torch.long)
+        if self.layout.prefix_lm:
+            batch["token_type_ids"] = torch.tensor(rows_out["types"], dtype=torch.long)
+        if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
+            is_image = batch["input_ids"] == self.bundle.image_token_id
+            batch["mm_token_type_ids"] = is_image.to(torch.int)
+        for key in sorted({k for r in rows for k in r.images}):
+            parts = [r.images[key] for r in rows if key in r.images]
+            batch[key] = torch.cat(parts, dim=0)
+        batch["task_names"] = [r.task for r in rows]
+        batch["example_ids"] = [r.id for r in rows]
+        if self.tasks is not None:
+            batch["task_ids"] = torch.tensor([self._task_index(r.task) for r in rows])
+        return batch
+
+    def _task_index(self, task: str) -> int:
+        assert self.tasks is not None
+        if task not in self.tasks:
+            raise DataError(f"task {task!r} is not in the collator's task list {self.tasks}")
+        return self.tasks.index(task)

@@ -1,0 +1,1 @@
+"""Benchmarks (`generalist bench NAME`): each module has main(argv) and prints one JSON line."""

@@ -1,0 +1,86 @@
+"""The contracts between stages: Record (adapter/shard output), Example (task output), Dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from generalist.catalog.loading import load_builtins
+from generalist.catalog.registry import Registry
+from generalist.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item of a dataset as its adapter yields it and a shard stores it.
+
+    `images` are encoded PNG/JPEG bytes (never pickled); `fields` and `meta` are plain JSON.
+    """
+
+    id: str
+    split: str
+    images: tuple[bytes, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A formatted training/evaluation example.
+
+    The model is trained on `prompt + " " + target`; the prompt ends with "A:". `images` holds
+    one image per IMAGE_TOKEN in the prompt, in order. `options` is the answer set for option
+    scoring (classification, multiple choice), empty for free text.
+    """
+
+    task: str
+    id: str
+    prompt: str
+    target: str
+    images: tuple[bytes, ...] = ()
+    options: tuple[str, ...] = ()
+    template_index: int = 0
+    exemplar_ids: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BadRecord(DataError):
+    """A row-level problem an adapter *yields* (not raises) so iteration can go on.
+
+    The shard writer raises it by default, or skips and counts it with --skip-bad. The message
+    names the file and row. File-level problems (missing file, wrong columns) are raised.
+    """
+
+
+IterRecords = Callable[[Path, str], Iterator[Record | BadRecord]]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A public dataset and the adapter that reads its published files.
+
+    `iter_records(source, split)` yields Records of one split from the files under `source`.
+    `default_source` returns a source that needs no download (easy-vqa ships in its package).
+    `labels` is the declared label set where the dataset has one; adapters refuse others.
+    `images_split_disjoint`: an image may appear in one split only (datasets split by patient or
+    image). False where the published split reuses images across splits (VQA-RAD asks its test
+    questions about training images): the writer then allows it and the manifest says so.
+    """
+
+    name: str
+    iter_records: IterRecords
+    splits: tuple[str, ...] = SPLITS
+    version: int = 1
+    description: str = ""
+    published_format: str = ""
+    homepage: str = ""
+    labels: tuple[str, ...] = ()
+    default_source: Callable[[], Path] | None = None
+    images_split_disjoint: bool = True
+
+
+DATASETS: Registry[Dataset] = Registry("dataset", load_builtins)

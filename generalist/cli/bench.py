@@ -1,0 +1,35 @@
+"""`generalist bench NAME`: small benchmarks, one module each (generalist/bench/<name>.py).
+
+Each prints what it measured and, as its last line of output, one JSON object.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> one-line help; the module generalist.bench.<name> has main(argv).
+BENCHMARKS: dict[str, str] = {
+    "shard": "records/s and MB/s writing the easy-vqa demo data as shards",
+    "stream": "examples/s reading a mixture stream from shards",
+    "train": "training tokens/s and padding vs a plain DeepSpeed loop (tiny model)",
+}
+
+
+def usage() -> str:
+    lines = ["usage: generalist bench NAME [options]", ""]
+    return "\n".join(lines + [f"  {name:<8} {text}" for name, text in BENCHMARKS.items()])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if not argv or argv[0] not in BENCHMARKS:
+        problem = f"unknown benchmark {argv[0]!r}" if argv else "name a benchmark"
+        print(f"generalist bench: {problem}\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"generalist.bench.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)

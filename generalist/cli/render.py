@@ -1,0 +1,85 @@
+"""`generalist render TASK`: the exact prompts and targets training (or evaluation) would see."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from generalist.catalog.exemplars import ExemplarPool, format_example
+from generalist.catalog.loading import load_catalog
+from generalist.catalog.records import DATASETS, Example, Record
+from generalist.catalog.task import TASKS, Task
+from generalist.cli.options import add_import_argument
+from generalist.errors import GeneralistError
+
+
+def source_records(task: Task, source: Path | None, split: str) -> Iterator[Record]:
+    """Records straight from the dataset's published files via its adapter."""
+    dataset = DATASETS.get(task.dataset)
+    if source is None:
+        if dataset.default_source is None:
+            raise GeneralistError(
+                f"dataset {dataset.name!r} needs --source PATH (its published files) "
+                f"or --shards ROOT (written by `generalist shard`)"
+            )
+        source = dataset.default_source()
+    return dataset.iter_records(Path(source), split)
+
+
+def render_examples(
+    task: Task,
+    records: Iterator[Record],
+    train_records: Iterator[Record] | None,
+    count: int,
+    seed: int,
+    train: bool,
+    template: int | None = None,
+) -> list[Example]:
+    """Format the first `count` records, with exemplars drawn from `train_records`."""
+    pool = ExemplarPool(task, train_records) if task.shots and train_records is not None else None
+    return [
+        format_example(task, record, pool, seed=seed, train=train, template=template)
+        for record in itertools.islice(records, count)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="generalist render", description=__doc__)
+    parser.add_argument("task")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--source", type=Path, help="the dataset's published files")
+    data.add_argument("--shards", type=Path, help="a shard root written by `generalist shard`")
+    parser.add_argument("--split", help="split to render (default: train, or the eval split)")
+    parser.add_argument("-n", "--count", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", action="store_true", help="evaluation formatting (template 0)")
+    parser.add_argument("--template", type=int, help="force one instruction paraphrase")
+    add_import_argument(parser)
+    args = parser.parse_args(argv)
+    load_catalog(args.imports)
+    task = TASKS.get(args.task)
+    train = not args.eval and task.train_split is not None
+    split = args.split or (task.train_split if train else task.eval_split)
+
+    def records(which: str) -> Iterator[Record]:
+        if args.shards is not None:
+            from generalist.shards.manifest import read_records
+
+            return read_records(args.shards, task.dataset, which)
+        return source_records(task, args.source, which)
+
+    examples = render_examples(
+        task, records(split), records("train"), args.count, args.seed, train, args.template
+    )
+    for example in examples:
+        print(
+            f"===== {task.name} / {example.id} (template {example.template_index}, "
+            f"{len(example.images)} image(s), exemplars {list(example.exemplar_ids)}) ====="
+        )
+        print(example.prompt, end="")
+        print(f" [TARGET: {example.target}]\n")
+    if not examples:
+        print(f"no records in split {split!r} of dataset {task.dataset!r}")
+    return 0

@@ -1,0 +1,34 @@
+"""`generalist train CONFIG [key=value ...]`: multitask LoRA training under DeepSpeed ZeRO.
+
+    generalist train configs/demo.yaml optim.lr=1e-3                # one process
+    deepspeed --num_gpus 8 --module generalist.cli train configs/multimedbench_llava.yaml
+    bash launch/single_node.sh 2 configs/tiny_test.yaml              # 2 CPU ranks over gloo
+
+Config errors stop the run before torch is imported (generalist.train.preflight); the run itself
+is generalist.train.loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from generalist.train.config import load_config
+from generalist.train.loop import train
+from generalist.train.preflight import check_config
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="generalist train", description=__doc__.split("\n")[0])
+    parser.add_argument("config", type=Path, help="YAML config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.lr=1e-3")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    mixture = check_config(cfg)  # everything checkable is checked before torch is imported
+    train(cfg, mixture)
+    return 0

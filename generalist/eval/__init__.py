@@ -1,0 +1,1 @@
+"""Evaluation: generation and option scoring, each task's metrics, baselines, the leaderboard."""

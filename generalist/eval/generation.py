@@ -1,0 +1,136 @@
+"""What evaluation asks of a model: greedy answers and option log-likelihoods.
+
+A predictor is anything with
+    generate(examples: list[Example]) -> list[str]                 # one answer per example
+    score_options(examples: list[Example]) -> list[list[float]]    # one score per option
+so evaluation can be tested with a fake and run with any model. `HFPredictor` implements it for
+a Hugging Face model (a ModelBundle's, or a DeepSpeed engine's `.module`) through our Collator:
+
+- generate: prompt-only batches (left padding), greedy decoding, the new tokens decoded and cut
+  at the first newline (the model would go on with another "Given ..." block otherwise).
+- score_options: for each option the sequence `prompt + " " + option + eos` (exactly what
+  training sees for a correct answer); the score is the summed log-probability of the option's
+  tokens and eos under teacher forcing. Picking the best option is decoding constrained to the
+  option set (what BiomedGPT does with a trie, done exactly over whole options); softmax over
+  the scores gives the class probabilities that macro-AUC needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from generalist.batching.collate import Collator, to_device
+from generalist.batching.losses import example_losses
+from generalist.catalog.records import Example
+
+
+class Predictor(Protocol):
+    def generate(self, examples: list[Example]) -> list[str]: ...
+
+    def score_options(self, examples: list[Example]) -> list[list[float]]: ...
+
+
+def blank_image_like(data: bytes) -> bytes:
+    """A black PNG of the same size as the encoded image `data` (the blank-image ablation)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        size = image.size
+    out = io.BytesIO()
+    Image.new("RGB", size).save(out, format="PNG")
+    return out.getvalue()
+
+
+def with_blank_images(example: Example) -> Example:
+    """The example with every image replaced by a black one of the same size."""
+    cache: dict[bytes, bytes] = {}
+    images = tuple(cache.setdefault(b, blank_image_like(b)) for b in example.images)
+    return dataclasses.replace(example, images=images)
+
+
+def first_line(text: str) -> str:
+    """The answer part of a generation: up to the first newline, stripped."""
+    return text.strip().split("\n", 1)[0].strip()
+
+
+class HFPredictor:
+    """Predictor over a Hugging Face model and a ModelBundle's processor (see module docstring).
+
+    model: the module to call (default bundle.model); pass `engine.module` under DeepSpeed.
+    synced_gpus: keep generating until every rank is done (needed under ZeRO-3, where each
+        forward is collective); None means "when more than one rank".
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        max_length: int,
+        max_new_tokens: int = 32,
+        model: Any = None,
+        synced_gpus: bool | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.model = model if model is not None else bundle.model
+        self.max_new_tokens = max_new_tokens
+        self.tokenizer = bundle.tokenizer
+        # Encoder-decoders (BLIP-2 + T5): the decoder output holds only the answer, and the
+        # logits align with the labels without the decoder-only one-token shift.
+        self.seq2seq = bool(getattr(bundle, "is_encoder_decoder", False))
+        self.gen_collator = Collator(bundle, max_length=max_length, for_generation=True)
+        self.score_collator = Collator(bundle, max_length=max_length)
+        if synced_gpus is None:
+            import torch.distributed as dist
+
+            synced_gpus = dist.is_initialized() and dist.get_world_size() > 1
+        self.synced_gpus = synced_gpus
+
+    def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        param = next(self.model.parameters())
+        return to_device(batch, param.device, param.dtype)
+
+    def generate(self, examples: list[Example]) -> list[str]:
+        import torch
+
+        inputs = self._inputs(self.gen_collator(examples))
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                synced_gpus=self.synced_gpus,
+            )
+        new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [first_line(t) for t in texts]
+
+    def score_options(self, examples: list[Example]) -> list[list[float]]:
+        import torch
+
+        flat = [dataclasses.replace(e, target=o) for e in examples for o in e.options]
+        if not flat:
+            return [[] for _ in examples]
+        batch = self.score_collator(flat)
+        inputs = self._inputs(batch)
+        labels = inputs["labels"] if self.seq2seq else inputs.pop("labels")
+        with torch.no_grad():
+            logits = self.model(**inputs).logits
+        losses, _ = example_losses(logits, labels, shift=not self.seq2seq)
+        scores = (-losses).tolist()  # summed log p of the option's tokens and eos
+        out, at = [], 0
+        for e in examples:
+            out.append(scores[at : at + len(e.options)])
+            at += len(e.options)
+        return out
+
+
+def predict_batched(fn: Any, examples: Sequence[Example], batch_size: int) -> list[Any]:
+    """Apply a batch function over `examples` in order, `batch_size` at a time."""
+    out: list[Any] = []
+    for i in range(0, len(examples), batch_size):
+        out.extend(fn(list(examples[i : i + batch_size])))
+    return out

@@ -1,0 +1,211 @@
+"""The training config: typed and strict. Defaults, then a YAML file, then `key=value` overrides.
+
+    cfg = load_config("configs/demo.yaml", ["optim.lr=1e-3", "steps=200"])
+    mixture = check_config(cfg)   # generalist.train.preflight
+
+Overrides use dotted keys and YAML scalar values (`batch.micro_batch_size=8`,
+`resume=none`, `tasks={easy_vqa: 1.0}`). An unknown key anywhere is a ConfigError naming the key
+with close matches; a bad value names the key and what was given. `check_config` then checks the
+things that live outside the file (registered tasks/mixture, shards on disk, model path, the
+DeepSpeed JSON) so a run stops before deepspeed init and model building.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from generalist.errors import ConfigError, GeneralistError
+from generalist.model.config import LoraSettings, ModelConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warmup then decay to zero at `steps`."""
+
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class BatchConfig(_Strict):
+    micro_batch_size: int = Field(4, ge=1, description="examples per rank per forward")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=8)
+    group_by_length: int = Field(
+        16, ge=0, description="sort this many micro-batches by length to cut padding; 0 = off"
+    )
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(500, ge=0, description="steps between checkpoints; 0 = only at the end")
+    keep: int = Field(2, ge=1, description="complete checkpoints kept (older ones are removed)")
+
+
+class EvalConfig(_Strict):
+    every: int = Field(0, ge=0, description="steps between evaluations; 0 = never")
+    tasks: list[str] = Field(default_factory=list, description="default: the training tasks")
+    max_examples: int = Field(64, ge=1)
+    split: str = "validation"
+
+
+class LoggingConfig(_Strict):
+    every: int = Field(10, ge=1)
+    tracking_uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
+    experiment: str = "generalist"
+    run_name: str | None = None
+    mlflow: bool = True  # metrics.jsonl is written either way
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs; `generalist train CONFIG k=v ...` fills it."""
+
+    imports: list[str] = Field(default_factory=list)
+    mixture: str | None = None
+    tasks: dict[str, float] | None = None
+    shards: Path = Path("shards")
+    model: ModelConfig
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    deepspeed: int | str = 2
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    steps: int = Field(1000, ge=1)
+    seed: int = 0
+    output_dir: Path = Path("runs/default")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    resume: str | None = "auto"
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for the stream")
+    skip_bad: bool = False
+    verify_shards: bool = Field(True, description="sha256 of the shards read vs the manifest")
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _stage_or_path(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value not in (0, 1, 2, 3):
+            raise ValueError("a ZeRO stage is 0, 1, 2 or 3 (or give a path to a DeepSpeed JSON)")
+        return value
+
+    @field_validator("resume")
+    @classmethod
+    def _resume(cls, value: str | None) -> str | None:
+        return None if value is None or value.lower() in ("none", "null", "") else value
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
+    it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        # one line: PyYAML's own message spans several, with the offending text quoted
+        mark = getattr(err, "problem_mark", None)
+        where_in = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply
+            raise ConfigError(
+                f"{where}: refused{where_in} ({problem}): configs are plain YAML; tags that "
+                f"construct Python objects are not allowed"
+            ) from None
+        raise ConfigError(f"{where}: not valid YAML{where_in} ({problem})") from None
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    return {name: f.annotation for name, f in model.model_fields.items()}
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class behind an annotation (`X`, `X | None`), if any."""
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    """Unknown keys -> ConfigError naming the dotted key and close matches (before pydantic)."""
+    known = _fields(model)
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {dotted!r}; {hint or 'known keys: ' + ', '.join(known)}"
+            )
+        sub = _submodel(known[key])
+        if sub is not None and isinstance(value, Mapping):
+            check_keys(value, sub, prefix=f"{dotted}.")
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """data['a']['b'] = value for key 'a.b', creating dicts on the way."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[last] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """`key=value` strings -> (key, YAML scalar) pairs; a malformed one names itself."""
+    pairs = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=1e-3)")
+        pairs.append((key, parse_yaml(text, f"override {item!r}") if text else ""))
+    return pairs
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    return f"config key {loc!r}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            state = "is a directory, not a YAML file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {str(path)!r} {state}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"config file {str(path)!r} cannot be read as UTF-8 text ({err})"
+            ) from None
+        loaded = parse_yaml(text, str(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
+        data = loaded or {}
+    for key, value in parse_overrides(overrides):
+        set_dotted(data, key, value)
+    check_keys(data, TrainConfig)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("; ".join(_describe(e) for e in err.errors())) from None
+    except GeneralistError as err:  # a nested config's own validator
+        raise ConfigError(str(err)) from None

@@ -1,0 +1,80 @@
+"""The training run: setup functions (generalist.train.setup), then one loop.
+
+The loop: a batch from the mixture stream (DataLoader), engine forward, backward, step; per-task
+loss from the per-example loss; logging on rank 0 (metrics.jsonl always, MLflow unless
+logging.mlflow is false); periodic evaluation; checkpoints (generalist.train.checkpoint) every
+`checkpoint.every` steps and at the end. Config errors stop the run before any of this
+(generalist.train.preflight).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from generalist import distributed as dist
+from generalist.catalog.mixture import Mixture
+from generalist.train import checkpoint as ckpt
+from generalist.train.checkpoint_layout import check_resumable, resolve_resume
+from generalist.train.config import TrainConfig
+from generalist.train.periodic_eval import periodic_evaluation
+from generalist.train.rng_state import set_rng_state
+from generalist.train.setup import setup_data, setup_engine, setup_model, setup_tracker
+from generalist.train.step import LossMeter, batch_to_device, forward_losses
+
+
+def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
+    """Run training to `cfg.steps`; returns the last logged metrics (rank 0; {} elsewhere)."""
+    ckpt_root = cfg.output_dir / "checkpoints"
+    resume_from = resolve_resume(cfg.resume, ckpt_root)
+    if resume_from is not None:
+        check_resumable(resume_from, cfg.model_dump(mode="json"))
+    device = dist.init_distributed()
+    precision = dist.auto_precision(cfg.precision)
+    bundle = setup_model(cfg, mixture)
+    engine = setup_engine(cfg, bundle.model, precision)
+    step, position, rng = 0, None, None
+    if resume_from is not None:
+        step, position, rng = ckpt.load_checkpoint(resume_from, engine)
+    stream, batches = setup_data(cfg, mixture, bundle, position)
+    tracker = setup_tracker(cfg) if dist.is_main() else None
+    meter = LossMeter([name for name, _ in mixture.tasks], device)
+    if rng is not None:
+        set_rng_state(rng)  # last, so nothing in setup draws from the restored streams
+    else:
+        torch.manual_seed(cfg.seed + 1 + dist.rank())  # dropout masks differ across ranks
+    if dist.is_main():
+        where = f"resuming from {resume_from}" if resume_from else "starting"
+        print(f"generalist train: {where} at step {step} of {cfg.steps}; out: {cfg.output_dir}")
+    engine.train()
+    metrics: dict[str, float] = {}
+    eval_cache: dict[str, Any] = {}
+    while step < cfg.steps:
+        for _ in range(cfg.batch.grad_accum):
+            position, batch = next(batches)
+            loss, sums, counts = forward_losses(engine, batch_to_device(batch, device, precision))
+            engine.backward(loss)
+            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
+            meter.add(batch, sums, counts)
+        step += 1
+        if step % cfg.logging.every == 0 or step == cfg.steps:
+            metrics = meter.summary(engine.get_lr()[0])  # collective: every rank calls it
+            rates = stream.realized_rates()
+            metrics.update({f"data/{t}/realized_rate": r for t, r in rates.items()})
+            if tracker is not None:
+                tracker.log_metrics(metrics, step=step)
+        if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):
+            # collective (ZeRO-3 forwards): every rank calls it; rank 0 logs eval/<task>/...
+            periodic_evaluation(cfg, bundle, engine.module, step, tracker, eval_cache)
+            meter.restart_clock()
+        if step == cfg.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+            config = cfg.model_dump(mode="json")
+            ckpt.save_checkpoint(
+                ckpt_root, step, engine, bundle, position, config, cfg.checkpoint.keep
+            )
+            meter.restart_clock()  # tokens/s measures training, not saving
+    if tracker is not None:
+        tracker.close()
+    dist.barrier()
+    return metrics if dist.is_main() else {}

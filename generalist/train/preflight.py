@@ -1,0 +1,139 @@
+"""Preflight: a training config checked against what lives outside the file, before any compute:
+the registered tasks/mixture, the shards on disk, the model source, the output directory and
+the DeepSpeed JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from generalist.catalog.loading import load_catalog
+from generalist.catalog.mixture import MIXTURES, Mixture, mixture_from_rates
+from generalist.catalog.task import TASKS
+from generalist.errors import ConfigError, DataError, GeneralistError
+from generalist.shards.manifest import load_manifest, verify_dataset
+from generalist.train.config import TrainConfig
+from generalist.train.deepspeed_config import deepspeed_json
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "org/name"; anything absolute, relative-dotted, home-based or deeper is local.
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def _check_model_source(key: str, name: str | None) -> None:
+    """A local path must exist; a hub id must be in the local cache when HF_HUB_OFFLINE is set
+    (otherwise it is downloaded later, and a wrong id fails there)."""
+    if not name:
+        return
+    if _looks_like_path(name):
+        if not Path(name).expanduser().exists():
+            raise ConfigError(
+                f"config key {key!r}: {name!r} is not an existing local path "
+                f"(give a Hugging Face hub id, a local model directory, or model.tiny)"
+            )
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ConfigError(
+                f"config key {key!r}: {name!r} is not in the local Hugging Face cache and "
+                f"HF_HUB_OFFLINE is set; download it first or give a local directory"
+            )
+
+
+def training_mixture(cfg: TrainConfig) -> Mixture:
+    """The mixture the run trains on: the registered `mixture` or the inline `tasks` rates."""
+    if (cfg.mixture is None) == (cfg.tasks is None):
+        raise ConfigError(
+            "give exactly one of config keys 'mixture' (a registered name) or 'tasks' "
+            "(inline {task: rate}); `generalist tasks` lists both"
+        )
+    if cfg.mixture is not None:
+        try:
+            mixture = MIXTURES.get(cfg.mixture)
+        except GeneralistError as err:
+            raise ConfigError(f"config key 'mixture': {err}") from None
+    else:
+        assert cfg.tasks is not None
+        try:
+            mixture = mixture_from_rates("inline", cfg.tasks)
+        except GeneralistError as err:
+            raise ConfigError(f"config key 'tasks': {err}") from None
+    for name, rate in mixture.tasks:
+        try:
+            task = TASKS.get(name)
+        except GeneralistError as err:
+            key = "mixture" if cfg.mixture else f"tasks.{name}"
+            raise ConfigError(f"config key {key!r}: {err}") from None
+        if rate > 0 and task.train_split is None:
+            raise ConfigError(
+                f"config key 'tasks.{name}': task {name!r} is evaluation-only (no train split)"
+            )
+    return mixture
+
+
+def _check_shards(root: Path, needed: set[tuple[str, str]], verify: bool = False) -> None:
+    """Every (dataset, split) the run reads has complete shards with records (and, with
+    `verify`, shard files whose sha256 matches the manifest: a changed shard stops the run)."""
+    if not root.is_dir():
+        raise ConfigError(
+            f"config key 'shards': directory {str(root)!r} does not exist; write shards with "
+            f"`generalist shard DATASET --out {root}`"
+        )
+    for dataset, split in sorted(needed):
+        try:
+            splits = load_manifest(root, dataset)["splits"]
+        except DataError as err:
+            raise ConfigError(
+                f"config key 'shards': no complete shards for dataset {dataset!r} ({err})"
+            ) from None
+        if not splits.get(split, {}).get("count"):
+            raise ConfigError(
+                f"config key 'shards': dataset {dataset!r} under {root} has no {split!r} records "
+                f"(has {sorted(splits)}); re-run `generalist shard {dataset} --out {root}`"
+            )
+        if verify:
+            verify_dataset(root, dataset, [split])
+
+
+def check_config(cfg: TrainConfig) -> Mixture:
+    """Check what lives outside the file; cheap, and run before any distributed setup or model
+    building. Returns the training mixture."""
+    try:
+        load_catalog(cfg.imports)
+    except GeneralistError as err:
+        raise ConfigError(f"config key 'imports': {err}") from None
+    mixture = training_mixture(cfg)
+    needed = {(TASKS.get(t).dataset, "train") for t, r in mixture.tasks if r > 0}
+    if cfg.eval.every:
+        names = cfg.eval.tasks or [t for t, r in mixture.tasks if r > 0]
+        for name in names:
+            try:
+                task = TASKS.get(name)
+            except GeneralistError as err:
+                raise ConfigError(f"config key 'eval.tasks': {err}") from None
+            needed.add((task.dataset, cfg.eval.split))
+    _check_shards(cfg.shards, needed, verify=cfg.verify_shards)
+    for key in ("name_or_path", "vision_encoder", "language_model"):
+        _check_model_source(f"model.{key}", getattr(cfg.model, key, None))
+    if cfg.model.tiny is not None and cfg.model.tiny.vision_init is not None:
+        _check_model_source("model.tiny.vision_init", cfg.model.tiny.vision_init)
+    if cfg.resume not in (None, "auto") and not Path(cfg.resume).is_dir():
+        raise ConfigError(
+            f"config key 'resume': checkpoint directory {cfg.resume!r} does not exist "
+            f"(use 'auto' for the latest under output_dir, or 'none')"
+        )
+    _check_output_dir(cfg.output_dir)
+    deepspeed_json(cfg)
+    return mixture
+
+
+def _check_output_dir(out: Path) -> None:
+    """output_dir is (or can become) a writable directory."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"config key 'output_dir': {str(out)!r} is a file, not a directory")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config key 'output_dir': {str(out)!r} cannot be created or written")

@@ -1,0 +1,127 @@
+"""The setup functions of a training run, each called once by generalist.train.loop: the model
+(built on every rank, rank 0 first), the DeepSpeed engine with its optimizer and schedule, this
+rank's data (stream and length-grouped micro-batches) and rank 0's tracker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+from transformers import get_scheduler
+
+from generalist import distributed as dist
+from generalist.batching.collate import Collator
+from generalist.batching.grouping import grouped_batches
+from generalist.catalog.mixture import Mixture
+from generalist.catalog.task import TASKS
+from generalist.mixing.stream import MixtureStream, build_stream
+from generalist.model.build import build_model
+from generalist.model.bundle import ModelBundle
+from generalist.shards.manifest import read_records
+from generalist.tracking.tracker import Tracker
+from generalist.train.config import TrainConfig
+from generalist.train.deepspeed_config import filled_deepspeed_config
+
+
+def tokenizer_texts(mixture: Mixture, shards: Path, per_task: int = 20000) -> Iterator[str]:
+    """Texts a tiny model's tokenizer is trained on: instructions and the fields of train records
+    of every task (answers included, so each is a known word)."""
+    for name, _ in mixture.tasks:
+        task = TASKS.get(name)
+        yield from task.instructions
+        yield "Instructions: Given <image>. Q: Options: (A) (B) (C) (D) A: <img>"
+        for n, record in enumerate(read_records(shards, task.dataset, "train")):
+            if n >= per_task:
+                break
+            parts = task.parts_of(record)
+            yield " ".join([parts.context, parts.question, parts.target, *parts.options])
+
+
+def setup_model(cfg: TrainConfig, mixture: Mixture) -> ModelBundle:
+    """Build the model on every rank with the same seed; rank 0 first, so a tiny model's
+    tokenizer is trained once and the other ranks (and a resumed run) reuse it."""
+    work_dir = cfg.output_dir / "model_work"
+    texts = tokenizer_texts(mixture, cfg.shards) if cfg.model.tiny is not None else None
+    bundle = None
+    for turn in (True, False):
+        if dist.is_main() == turn:
+            torch.manual_seed(cfg.seed)  # identical init everywhere: ZeRO-3 partitions it as is
+            bundle = build_model(cfg.model, cfg.lora, texts_for_tokenizer=texts, work_dir=work_dir)
+        dist.barrier()
+    return bundle
+
+
+def make_scheduler(optimizer: Any, cfg: TrainConfig) -> Any:
+    """Linear warmup, then the configured decay to zero at `cfg.steps`, stepped per step."""
+    name = {"constant": "constant_with_warmup"}.get(cfg.optim.decay, cfg.optim.decay)
+    return get_scheduler(name, optimizer, cfg.optim.warmup_steps, cfg.steps)
+
+
+def setup_engine(cfg: TrainConfig, model: Any, precision: str) -> Any:
+    """DeepSpeed engine: torch AdamW (decay on matrices only) unless the JSON names an optimizer
+    (ZeRO-Offload uses DeepSpeed's CPU Adam), and a warmup+decay schedule stepped per step."""
+    ds = filled_deepspeed_config(cfg, precision)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {
+            "params": [p for _, p in trainable if p.ndim >= 2],
+            "weight_decay": cfg.optim.weight_decay,
+        },
+        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizer = None
+    if "optimizer" not in ds:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas)
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=groups,
+        optimizer=optimizer,
+        lr_scheduler=lambda opt: make_scheduler(opt, cfg),
+        config=ds,
+    )
+    return engine
+
+
+def setup_data(
+    cfg: TrainConfig, mixture: Mixture, bundle: ModelBundle, start: dict[str, Any] | None
+) -> tuple[MixtureStream, Iterator[tuple[dict[str, Any], dict[str, Any]]]]:
+    """This rank's stream and its length-grouped micro-batches, from `start` when resuming.
+
+    The stream hands out windows of micro_batch_size x group_by_length examples; each window is
+    cut into micro-batches of similar length (so its per-batch minimum per task holds per window).
+    """
+    micro = cfg.batch.micro_batch_size
+    stream = build_stream(
+        mixture,
+        cfg.shards,
+        "train",
+        seed=cfg.seed,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+        batch_size=micro * max(1, cfg.batch.group_by_length),
+        num_workers=cfg.num_workers,
+        skip_bad=cfg.skip_bad,
+    )
+    collator = Collator(bundle, max_length=cfg.batch.max_length)
+    # A DataLoader iterator draws its workers' base seed from the global torch RNG unless given
+    # a generator; that draw would shift a resumed run's dropout masks (exact resume).
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = stream.dataloader(collate_fn=list, generator=generator)
+    return stream, grouped_batches(loader, collator, micro, start)
+
+
+def setup_tracker(cfg: TrainConfig) -> Tracker:
+    """Rank 0's tracker: metrics.jsonl always; MLflow unless logging.mlflow is false."""
+    tracker = Tracker(
+        cfg.output_dir,
+        tracking_uri=cfg.logging.tracking_uri,
+        experiment=cfg.logging.experiment,
+        run_name=cfg.logging.run_name or cfg.output_dir.name,
+        mlflow=cfg.logging.mlflow,
+    )
+    tracker.log_params(cfg.model_dump(mode="json"))
+    return tracker

@@ -1,0 +1,81 @@
+"""The pieces of one training step: inputs on the device, the forward with its per-example
+losses, and the per-task loss/throughput meter that rank 0 logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from generalist import distributed as dist
+from generalist.batching.collate import to_device
+from generalist.batching.losses import example_losses, shifts_labels
+
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: inputs stay as built
+
+
+def batch_to_device(batch: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
+    """The model's tensors on `device`, floating inputs (pixels) in the training precision."""
+    return to_device(batch, device, PRECISION_DTYPES.get(precision))
+
+
+def forward_losses(
+    engine: Any, inputs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward one micro-batch: (token-mean loss to backpropagate, per-example sums, counts)."""
+    labels = inputs.pop("labels")
+    out = engine(**inputs)
+    sums, counts = example_losses(out.logits, labels, shifts_labels(engine.module))
+    loss = sums.sum() / counts.sum().clamp(min=1)
+    return loss, sums.detach(), counts.detach()
+
+
+class LossMeter:
+    """Per-task loss sums, token and example counts since the last summary, and the clock.
+
+    summary() is collective (one all-reduce of a small tensor), so every rank calls it at the
+    same steps; the losses are token-weighted over all ranks and micro-batches.
+    """
+
+    def __init__(self, tasks: Sequence[str], device: torch.device) -> None:
+        self.tasks = list(tasks)
+        self.device = device
+        n = len(self.tasks)
+        # rows: loss sum, target tokens, examples (per task); then real tokens, all positions
+        self.totals = torch.zeros(3 * n + 2, dtype=torch.float64, device=device)
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.start = time.perf_counter()
+
+    def add(self, batch: dict[str, Any], sums: torch.Tensor, counts: torch.Tensor) -> None:
+        n = len(self.tasks)
+        index = torch.tensor([self.tasks.index(t) for t in batch["task_names"]], device=self.device)
+        self.totals[:n].index_add_(0, index, sums.to(self.totals))
+        self.totals[n : 2 * n].index_add_(0, index, counts.to(self.totals))
+        self.totals[2 * n : 3 * n].index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+        mask = batch["attention_mask"]
+        self.totals[3 * n] += float(mask.sum())
+        self.totals[3 * n + 1] += float(mask.numel())
+
+    def summary(self, lr: float) -> dict[str, float]:
+        """Metrics since the last summary, over all ranks; then resets."""
+        totals = dist.all_reduce_sum(self.totals.clone()).cpu().tolist()
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        n = len(self.tasks)
+        sums, tokens = totals[:n], totals[n : 2 * n]
+        real, positions = totals[3 * n], totals[3 * n + 1]
+        metrics = {
+            "train/loss": sum(sums) / max(sum(tokens), 1.0),
+            "train/lr": float(lr),
+            "train/tokens_per_s": real / elapsed,
+            "train/padding_fraction": 1.0 - real / max(positions, 1.0),
+        }
+        for i, task in enumerate(self.tasks):
+            if tokens[i]:
+                metrics[f"train/{task}/loss"] = sums[i] / tokens[i]
+        self.totals.zero_()
+        self.restart_clock()
+        return metrics
