@@ -16,7 +16,8 @@ telling crop from mask apart, which the download does not do reliably). The csv'
 two levels below --source and uses the one .dcm inside it (none or several -> BadRecord).
 Neither has a validation split: 10% of the training patients (VinDr: studies; CBIS-DDSM:
 patient_id, the same patients for mass and calc), by a hash, form it. DICOMs become 8-bit
-PNGs (generalist.dicom), longest side at most 2048 px (the writer resizes to 224 by default).
+PNGs (generalist.sources.dicom), longest side at most 2048 px (the writer resizes to 224 by
+default).
 """
 
 from __future__ import annotations

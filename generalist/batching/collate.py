@@ -1,13 +1,13 @@
 """Examples -> model batches: tokenise with the model's processor, mask prompts out of labels.
 
-Sequence layout (training, right padding; generalist.padding pads the rows):
+Sequence layout (training, right padding; generalist.batching.padding pads the rows):
 
     [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
 How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
 mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
-generalist.token_layout's job.
+generalist.batching.token_layout's job.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
@@ -38,6 +38,7 @@ from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
+from generalist.model.bundle import ModelBundle
 
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
@@ -78,7 +79,7 @@ class Collator:
 
     def __init__(
         self,
-        bundle: Any,
+        bundle: ModelBundle,
         max_length: int,
         for_generation: bool = False,
         dummy_images: Literal["per_example", "per_batch", "off"] = "per_example",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from generalist.batching.collate import Collator
 from generalist.errors import ConfigError
+from generalist.mixing.stream import StreamLoader
 
 T = TypeVar("T")
 
@@ -32,12 +33,12 @@ def group_by_length(
 
 
 def grouped_batches(
-    loader: Any, collator: Collator, micro: int, start: dict[str, Any] | None = None
+    loader: StreamLoader, collator: Collator, micro: int, start: dict[str, Any] | None = None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Micro-batches cut from windows of examples grouped by token length (less padding).
 
     `loader` yields windows (lists of Examples) and has state_dict()/load_state_dict() (a
-    generalist.stream.StreamLoader). Yields (position, batch); position = {"window": loader
+    generalist.mixing.stream.StreamLoader). Yields (position, batch); position = {"window": loader
     state before the window, "done": micro-batches of the window used so far} is what a
     checkpoint stores: resuming reloads that state, rebuilds the same window and skips the used
     micro-batches, so a resumed run sees exactly the batches an uninterrupted one would.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
+from generalist.model.bundle import ModelBundle
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl"}
@@ -97,7 +98,7 @@ class TokenLayout:
         return {int(tokenizer.convert_tokens_to_ids(t)) for t in (VISION_START, VISION_END)}
 
 
-def layout_for(bundle: Any) -> TokenLayout:
+def layout_for(bundle: ModelBundle) -> TokenLayout:
     """The layout for a ModelBundle, from its family and its transformers config's model_type."""
     if bundle.image_token is None:
         return TokenLayout("text", None)

@@ -5,7 +5,7 @@
 
 Compares, on the same shards, the same mixture rates and the same per-example work (JSON
 decode to a Record, image bytes kept encoded, `format_example` with the same exemplar pools):
-  ours        generalist.stream.build_stream (one process, no dataloader workers)
+  ours        generalist.mixing.stream.build_stream (one process, no dataloader workers)
   webdataset  plain `webdataset.WebDataset` per task mixed by `webdataset.RandomMix`
   hf          `datasets.load_dataset("webdataset", streaming=True)` per task mixed by
               `datasets.interleave_datasets(probabilities=...)`, images left undecoded

@@ -29,11 +29,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from generalist import distributed as dist
 from generalist.batching.collate import Collator, model_inputs, to_device
 from generalist.bench.stream import write_demo_shards
 from generalist.catalog.loading import load_catalog
+from generalist.catalog.mixture import Mixture
 from generalist.mixing.stream import build_stream
+from generalist.model.bundle import ModelBundle
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
@@ -58,7 +62,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> Any:
     """The demo mixture on a tiny LLaVA (smaller than the demo's, so the bench takes seconds)."""
-
     tiny = {"vision_layers": 2, "text_layers": 2, "hidden_size": 64, "heads": 4}
     tiny |= {"image_size": 64, "patch_size": 16, "vocab_size": 2000}
     batch = {"micro_batch_size": args.micro_batch_size, "max_length": 192}
@@ -79,7 +82,12 @@ def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> Any:
 
 
 def plain_loop(
-    cfg: Any, mixture: Any, bundle: Any, model: Any, device: Any, precision: str
+    cfg: TrainConfig,
+    mixture: Mixture,
+    bundle: ModelBundle,
+    model: Any,
+    device: torch.device,
+    precision: str,
 ) -> Callable:
     """The hand-written DeepSpeed loop a user would write first; returns one-step closure."""
     import deepspeed
@@ -109,9 +117,10 @@ def plain_loop(
     return step
 
 
-def our_loop(cfg: Any, mixture: Any, bundle: Any, device: Any, precision: str) -> Callable:
+def our_loop(
+    cfg: TrainConfig, mixture: Mixture, bundle: ModelBundle, device: torch.device, precision: str
+) -> Callable:
     """generalist.train's setup and step body; returns a one-step closure."""
-
     engine = setup_engine(cfg, bundle.model, precision)
     _, batches = setup_data(cfg, mixture, bundle, None)
     meter = LossMeter([name for name, _ in mixture.tasks], device)

@@ -25,7 +25,8 @@ class Mixture:
     """Tasks and their sampling rates (any positive scale; normalised when used).
 
     min_per_batch: at least this many examples of every task in each global batch
-    (Med-PaLM M asks for one); see generalist/mix_rates.py for batches smaller than the task count.
+    (Med-PaLM M asks for one); see generalist/mixing/schedule.py for batches smaller than the
+    task count.
     """
 
     name: str

@@ -1,6 +1,6 @@
 """Task declarations: how a Record becomes an instruction prompt and a target (Med-PaLM M style).
 
-Prompt layout (pinned by tests/test_templates.py):
+Prompt layout (pinned by tests/catalog/test_templates.py):
 
     Instructions: <one instruction paraphrase>
     Given <img>. <context>              <- exemplar block(s), answer filled in

@@ -11,6 +11,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
+from generalist.catalog.registry import close_matches_hint
 from generalist.errors import GeneralistError
 
 # subcommand -> (module with main(argv), one-line help). Modules load lazily so that
@@ -55,8 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     commands = available_commands()
     if argv[0] not in commands:
-        from generalist.catalog.registry import close_matches_hint
-
         print(
             f"generalist: unknown command {argv[0]!r}; "
             f"{close_matches_hint(argv[0], list(commands))}",

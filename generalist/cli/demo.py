@@ -32,12 +32,21 @@ from pathlib import Path
 
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import MIXTURES
+from generalist.catalog.records import DATASETS
 from generalist.catalog.task import TASKS
+from generalist.cli.evaluate import resolve_checkpoint
+from generalist.cli.leaderboard import main as leaderboard_main
 from generalist.errors import DataError, GeneralistError
 from generalist.eval.baselines import majority_answer
+from generalist.model.build import build_model
+from generalist.model.model_dir import save_model_dir
 from generalist.shards.manifest import load_manifest, read_records
+from generalist.shards.writer import write_dataset
 from generalist.tracking.plots import plot_training_curve
 from generalist.tracking.tracker import Tracker
+from generalist.train.config import load_config
+from generalist.train.setup import tokenizer_texts
+from generalist.train.vision_pretrain import RESULT_FILE, accuracy_line, pretrain_vision
 
 DEMO_CONFIGS = ("demo.yaml", "demo_lora.yaml")
 DEMO_DATASETS = ("easy_vqa", "easy_vqa_images")
@@ -69,9 +78,6 @@ def generalist_cmd(ranks: int, *args: str) -> list[str]:
 
 def shard_demo_data(shards: Path) -> None:
     """Shard the demo datasets unless a complete copy with the demo's image size is there."""
-    from generalist.catalog.records import DATASETS
-    from generalist.shards.writer import write_dataset
-
     for name in DEMO_DATASETS:
         try:
             written = load_manifest(shards, name)["image_policy"].get("size") == IMAGE_SIZE
@@ -100,9 +106,6 @@ def majority_baseline(shards: Path, out: Path, tracking_uri: str, max_examples: 
 def pretrain_tower(config: Path, overrides: list[str], shards: Path, out: Path, steps: int) -> None:
     """Stage 0 in this process (one small model: no launcher needed); a finished tower of the
     same steps and sizes is reused."""
-    from generalist.train.config import load_config
-    from generalist.train.vision_pretrain import RESULT_FILE, accuracy_line, pretrain_vision
-
     tiny = load_config(config, overrides).model.tiny
     assert tiny is not None
     tiny = tiny.model_copy(update={"vision_init": None})
@@ -119,11 +122,6 @@ def pretrain_tower(config: Path, overrides: list[str], shards: Path, out: Path, 
 def save_untrained(config: Path, overrides: list[str], out: Path) -> Path:
     """The warm-up's model before any step (same seed and tokenizer), for the untrained row."""
     import torch
-
-    from generalist.model.build import build_model
-    from generalist.model.model_dir import save_model_dir
-    from generalist.train.config import load_config
-    from generalist.train.setup import tokenizer_texts
 
     cfg = load_config(config, overrides)
     torch.manual_seed(cfg.seed)
@@ -232,7 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     majority_baseline(shards, out / "eval" / "majority", tracking_uri, args.eval_examples)
 
     print("== 6/6 leaderboard")
-    from generalist.cli.leaderboard import main as leaderboard_main
 
     leaderboard_main(
         ["--tracking-uri", tracking_uri, "--experiment", "demo", "--out", str(out / "leaderboard")]
@@ -255,6 +252,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def resolve_model_dir(checkpoints: Path) -> Path:
     """The model dir of the latest checkpoint under `checkpoints`."""
-    from generalist.cli.evaluate import resolve_checkpoint
-
     return resolve_checkpoint(checkpoints) / "model"

@@ -13,11 +13,16 @@ import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from generalist import distributed as dist
+from generalist.catalog.loading import load_catalog
 from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError
 from generalist.eval.evaluate import ABLATIONS, check_ablations, evaluate_tasks, load_eval_records
+from generalist.eval.generation import HFPredictor
+from generalist.model.model_dir import find_model_dir, load_model_dir
+from generalist.tracking.tracker import Tracker
+from generalist.train.config import TrainConfig, load_config
 from generalist.train.periodic_eval import eval_task_names
 
 
@@ -55,22 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="metrics.jsonl only")
     args = parser.parse_args(argv)
 
-    from generalist.catalog.loading import load_catalog
-    from generalist.train.config import load_config
-
     # Everything checkable is checked before the model is loaded.
     cfg = load_config(args.config, args.overrides)
     load_catalog(cfg.imports)
     check_ablations(args.ablations)
     tasks: list[Task] = [TASKS.get(n) for n in eval_task_names(cfg, args.tasks)]
     ckpt = resolve_checkpoint(args.checkpoint)
-    from generalist.model.model_dir import find_model_dir, load_model_dir
 
     find_model_dir(ckpt)
     records, pools = load_eval_records(tasks, cfg.shards, args.split, args.max_examples)
-
-    from generalist import distributed as dist
-    from generalist.eval.generation import HFPredictor
 
     launched = "RANK" in __import__("os").environ
     if launched:
@@ -114,8 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def make_tracker(cfg: Any, args: argparse.Namespace, ckpt: Path) -> Any:
-    from generalist.tracking.tracker import Tracker
+def make_tracker(cfg: TrainConfig, args: argparse.Namespace, ckpt: Path) -> Tracker:
 
     name = args.run_name or f"{cfg.logging.run_name or cfg.output_dir.name}-eval-{ckpt.name}"
     return Tracker(

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from generalist.errors import ConfigError
+from generalist.train.config import load_config
 from generalist.train.vision_pretrain import accuracy_line, pretrain_vision
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from generalist.train.config import load_config
 
     parser = argparse.ArgumentParser(
         prog="generalist pretrain-vision",

@@ -13,6 +13,7 @@ from generalist.catalog.records import DATASETS, Example, Record
 from generalist.catalog.task import TASKS, Task
 from generalist.cli.options import add_import_argument
 from generalist.errors import GeneralistError
+from generalist.shards.manifest import read_records
 
 
 def source_records(task: Task, source: Path | None, split: str) -> Iterator[Record]:
@@ -65,8 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def records(which: str) -> Iterator[Record]:
         if args.shards is not None:
-            from generalist.shards.manifest import read_records
-
             return read_records(args.shards, task.dataset, which)
         return source_records(task, args.source, which)
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from generalist.train.config import load_config
-from generalist.train.loop import train
 from generalist.train.preflight import check_config
 
 
@@ -30,5 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     mixture = check_config(cfg)  # everything checkable is checked before torch is imported
+    # imported here so that a config error is reported in a second, without torch and deepspeed
+    from generalist.train.loop import train
+
     train(cfg, mixture)
     return 0

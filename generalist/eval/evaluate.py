@@ -11,7 +11,7 @@ fixed template 0 and seeded exemplars from the dataset's train split (`format_ex
 train=False). Examples are split across ranks in contiguous blocks; the last rank's block is
 padded with copies of the last example so every rank runs the same number of batches (ZeRO-3
 forwards are collective); results are gathered with their example index, padding dropped, and
-each example counted once. Rank 0 computes the metrics (generalist.metrics) on post-processed
+each example counted once. Rank 0 computes the metrics (generalist.eval.metrics) on post-processed
 text (`Task.postprocess`) and logs
     eval/<task>/<metric>                    the fixed setting
     eval/<task>/shots<k>/<metric>           ablation shots<k>: k exemplars instead of task.shots
@@ -21,7 +21,7 @@ text (`Task.postprocess`) and logs
 and a predictions table per task (id, prompt, target, prediction, score; score = the example's
 token F1 for VQA, exact match for choices, ROUGE-L for free text).
 Classification and medical QA also get option log-likelihood scores (macro_auc,
-ranked_accuracy); see generalist.generation.
+ranked_accuracy); see generalist.eval.generation.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, ExemplarPool, format_example
@@ -40,6 +41,7 @@ from generalist.errors import ConfigError
 from generalist.eval import metrics as M
 from generalist.eval.generation import Predictor, predict_batched, with_blank_images
 from generalist.shards.manifest import load_manifest, read_records
+from generalist.tracking.tracker import Tracker
 
 ABLATIONS = ("shots0", "shots1", "shots2", "blank_image", "templates")
 OPTION_KINDS = ("classification", "medical_qa")
@@ -217,7 +219,7 @@ def evaluate_tasks(
     seed: int = 0,
     batch_size: int = 8,
     ablations: Sequence[str] = (),
-    tracker: Any = None,
+    tracker: Tracker | None = None,
     step: int = 0,
 ) -> dict[str, float]:
     """Score every task (and ablation); log on rank 0. Returns the eval/ metrics (rank 0).
@@ -245,11 +247,10 @@ def evaluate_tasks(
 
 
 def load_eval_records(
-    tasks: Sequence[Task], shard_root: Any, split: str | None, max_examples: int | None
+    tasks: Sequence[Task], shard_root: Path | str, split: str | None, max_examples: int | None
 ) -> tuple[dict[str, list[Record]], dict[str, list[Record] | None]]:
     """(eval records per task, exemplar-pool records per task) from the shards; the pool is
     the dataset's train split (None when it has none)."""
-
     records, pools = {}, {}
     for task in tasks:
         manifest = load_manifest(shard_root, task.dataset)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from generalist.batching.collate import Collator, to_device
 from generalist.batching.losses import example_losses
 from generalist.catalog.records import Example
+from generalist.model.bundle import ModelBundle
 
 
 class Predictor(Protocol):
@@ -66,7 +67,7 @@ class HFPredictor:
 
     def __init__(
         self,
-        bundle: Any,
+        bundle: ModelBundle,
         max_length: int,
         max_new_tokens: int = 32,
         model: Any = None,

@@ -1,8 +1,8 @@
 """Per-kind metrics: `fn(targets, predictions, ...) -> dict[str, float]`, in [0, 1] but CIDEr-D.
 
 Inputs are already post-processed strings (`Task.postprocess`, by default
-`generalist.task.normalize_text`); normalisation is not this module's job. Keys match
-`generalist.task.KIND_METRICS`; extra keys are documented per function. Each variant:
+`generalist.catalog.task.normalize_text`); normalisation is not this module's job. Keys match
+`generalist.catalog.task.KIND_METRICS`; extra keys are documented per function. Each variant:
 
 - `bleu1` (vqa): sentence-level BLEU-1 (nltk `sentence_bleu`, unigram weights, brevity penalty)
   averaged over examples: the per-question BLEU-1 used by the medical VQA papers Med-PaLM M
@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from generalist.catalog.task import Task
 from generalist.errors import GeneralistError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -263,7 +264,7 @@ def report_generation_metrics(
 
 
 def compute_metrics(
-    task: Any,
+    task: Task,
     targets: Sequence[str],
     predictions: Sequence[str],
     *,
@@ -272,7 +273,7 @@ def compute_metrics(
     option_scores: Sequence[Sequence[float]] | None = None,
     labels: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """The metrics of `task` (a generalist.task.Task) by its kind.
+    """The metrics of `task` (a generalist.catalog.task.Task) by its kind.
 
     labels: the class labels as the targets are written (default task.labels; evaluation
     passes them post-processed like the targets).

@@ -9,7 +9,7 @@
     loader.load_state_dict(checkpoint["data"])       # then iterate: exactly the same batches
     stream.realized_rates()  # {task: fraction seen}  vs  stream.target_rates
 
-What it yields: `generalist.records.Example`s, formatted by `exemplars.format_example` (the
+What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.format_example` (the
 task's instruction paraphrases, exemplars from a pool of the first `exemplar_pool_size` train
 records; epoch 0 formats exactly as `generalist render --seed SEED` shows, later epochs draw
 other paraphrases/exemplars from a seed derived from (seed, epoch)).
@@ -37,7 +37,7 @@ difference is a ConfigError naming it). `load_state_dict(state, reshard=True)` a
 different world size, worker count, batch size or mixture: every task restarts at the start of
 its next epoch (epoch boundary), counts carry over, and the run is again deterministic from there.
 
-min_per_batch: see generalist/mix_rates.py (batches smaller than m x tasks: the minimum holds
+min_per_batch: see generalist/mixing/schedule.py (batches smaller than m x tasks: the minimum holds
 per run of ceil(m*tasks/global_batch) consecutive batches). Bad samples: a DataError naming
 shard and key; with skip_bad=True a bad sample is replaced by a fixed substitute record of the
 same task (first good records of the split) and reported through `warnings`.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from generalist.errors import ConfigError, GeneralistError
+from generalist.model.config import LoraSettings, ModelConfig
 
 # Module-name fragments of the vision tower / language model across HF VLM families.
 VISION_PARTS = ("vision_tower", "vision_model", "visual", "vision_encoder")
@@ -48,7 +49,9 @@ def _set_grad(model: Any, parts: tuple[str, ...], flag: bool) -> None:
             param.requires_grad_(flag)
 
 
-def configure_trainable(model: Any, model_cfg: Any, lora_cfg: Any, family: str) -> None:
+def configure_trainable(
+    model: Any, model_cfg: ModelConfig, lora_cfg: LoraSettings, family: str
+) -> None:
     """Set requires_grad for full training (LoRA's own freezing happens in apply_lora)."""
     model.requires_grad_(True)
     if model_cfg.freeze_vision:
@@ -59,7 +62,7 @@ def configure_trainable(model: Any, model_cfg: Any, lora_cfg: Any, family: str) 
         _set_grad(model, (*LANGUAGE_PARTS, "embed_tokens"), False)
 
 
-def _modules_to_save(model: Any, lora_cfg: Any, family: str) -> list[str]:
+def _modules_to_save(model: Any, lora_cfg: LoraSettings, family: str) -> list[str]:
     wanted = list(lora_cfg.modules_to_save)
     if wanted == DEFAULT_MODULES_TO_SAVE:
         wanted = PROJECTOR_BY_FAMILY.get(family, wanted)
@@ -74,7 +77,7 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 T5_TARGETS = ["q", "k", "v", "o"]  # T5 / Flan-T5 attention projections (BLIP-2 + Flan-T5)
 
 
-def _targets(model: Any, lora_cfg: Any) -> list[str]:
+def _targets(model: Any, lora_cfg: LoraSettings) -> list[str]:
     """The configured targets; the default q/k/v/o_proj becomes q/k/v/o for a T5-style LM."""
     targets = list(lora_cfg.target_modules)
     if targets == DEFAULT_TARGETS and not any(
@@ -84,7 +87,7 @@ def _targets(model: Any, lora_cfg: Any) -> list[str]:
     return targets
 
 
-def target_pattern(model: Any, lora_cfg: Any, family: str) -> str | list[str]:
+def target_pattern(model: Any, lora_cfg: LoraSettings, family: str) -> str | list[str]:
     """peft target_modules: a regex limited to the language model, or the plain suffix list."""
     targets = _targets(model, lora_cfg)
     if family == "causal_lm" or not lora_cfg.language_model_only:
@@ -93,7 +96,7 @@ def target_pattern(model: Any, lora_cfg: Any, family: str) -> str | list[str]:
     return rf".*language_model.*\.({names})"
 
 
-def apply_lora(model: Any, lora_cfg: Any, family: str) -> Any:
+def apply_lora(model: Any, lora_cfg: LoraSettings, family: str) -> Any:
     """Wrap `model` with a peft LoRA adapter per `lora_cfg`; returns the model unchanged if off."""
     if not lora_cfg.enabled:
         return model

@@ -28,7 +28,8 @@ def _load(what: str, key: str, fn: Any, src: str) -> Any:
 
 def detect_family(src: str, key: str = "model.name_or_path") -> str:
     """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, ...) or
-    'causal_lm', from the config. generalist.token_layout adapts to each VLM's model_type."""
+    'causal_lm', from the config. generalist.batching.token_layout adapts to each VLM's
+    model_type."""
     from transformers import AutoConfig
 
     config = _load("a model config", key, AutoConfig.from_pretrained, src)

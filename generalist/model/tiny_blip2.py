@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
+from generalist.model.config import TinyModelConfig
 from generalist.model.tiny_parts import (
     image_processor_class,
     intermediate_size,
@@ -18,7 +19,7 @@ from generalist.model.tiny_parts import (
 )
 
 
-def make_blip2_processor(cfg: Any, tokenizer: Any) -> Any:
+def make_blip2_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     """A Blip2Processor with a BlipImageProcessor sized to cfg.image_size."""
     from transformers import Blip2Processor
 
@@ -30,7 +31,7 @@ def make_blip2_processor(cfg: Any, tokenizer: Any) -> Any:
     )
 
 
-def tiny_blip2_config(cfg: Any, tokenizer: Any) -> Any:
+def tiny_blip2_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     """Blip2Config from vision, Q-Former and T5 configs sized by `cfg`."""
     from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, T5Config
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
+from generalist.model.config import TinyModelConfig
 from generalist.model.tiny_parts import (
     intermediate_size,
     make_image_processor,
@@ -18,7 +19,7 @@ from generalist.model.tiny_parts import (
 )
 
 
-def make_processor(cfg: Any, tokenizer: Any) -> Any:
+def make_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     """A LlavaProcessor: CLIPImageProcessor resized to image_size, one CLS token dropped."""
     from transformers import LlavaProcessor
 
@@ -32,7 +33,7 @@ def make_processor(cfg: Any, tokenizer: Any) -> Any:
     )
 
 
-def tiny_llava_config(cfg: Any, tokenizer: Any) -> Any:
+def tiny_llava_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     """LlavaConfig from a CLIPVisionConfig and a LlamaConfig sized by `cfg`."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
@@ -61,7 +62,7 @@ def tiny_llava_config(cfg: Any, tokenizer: Any) -> Any:
     return set_special_token_ids(config, tokenizer, "pad", "eos", "bos")
 
 
-def load_vision_init(model: Any, cfg: Any) -> None:
+def load_vision_init(model: Any, cfg: TinyModelConfig) -> None:
     """Start a tiny LLaVA's vision tower from a CLIPVisionModel saved at cfg.vision_init (e.g. by
     `generalist pretrain-vision`); ConfigError naming the key when it is missing or mis-sized."""
     from transformers import CLIPVisionModel

@@ -11,12 +11,13 @@ from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
+from generalist.model.config import TinyModelConfig
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, IMAGE_TOKEN]
 
 
-def _corpus(cfg: Any, texts: Iterable[str] | None) -> Iterator[str]:
+def _corpus(cfg: TinyModelConfig, texts: Iterable[str] | None) -> Iterator[str]:
     if cfg.tokenizer_corpus:
         path = Path(cfg.tokenizer_corpus)
         if not path.is_file():
@@ -35,7 +36,9 @@ def _corpus(cfg: Any, texts: Iterable[str] | None) -> Iterator[str]:
         yield from texts
 
 
-def train_tokenizer(cfg: Any, texts: Iterable[str] | None, image_token_attr: bool = True) -> Any:
+def train_tokenizer(
+    cfg: TinyModelConfig, texts: Iterable[str] | None, image_token_attr: bool = True
+) -> Any:
     """Train a word-level or BPE tokenizer; returns a PreTrainedTokenizerFast (adds <s> first).
 
     Word-level lower-cases and splits punctuation, so answers are single tokens (tiny models
@@ -92,12 +95,12 @@ def image_processor_class(name: str) -> Any:
     return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
 
 
-def intermediate_size(cfg: Any) -> int:
+def intermediate_size(cfg: TinyModelConfig) -> int:
     """The MLP width of every tower: cfg.intermediate_size, or 4 x hidden_size when unset."""
     return cfg.intermediate_size or 4 * cfg.hidden_size
 
 
-def vision_tower_config(config_class: Any, cfg: Any) -> Any:
+def vision_tower_config(config_class: Any, cfg: TinyModelConfig) -> Any:
     """A ViT config (CLIPVisionConfig, Blip2VisionConfig) sized by `cfg`."""
     return config_class(
         hidden_size=cfg.hidden_size,
@@ -119,7 +122,7 @@ def set_special_token_ids(config: Any, tokenizer: Any, *names: str) -> Any:
     return config
 
 
-def make_image_processor(cfg: Any) -> Any:
+def make_image_processor(cfg: TinyModelConfig) -> Any:
     """A CLIPImageProcessor that resizes and crops to cfg.image_size (CLIP's mean and std)."""
     size = cfg.image_size
     return image_processor_class("CLIPImageProcessor")(

@@ -1,7 +1,8 @@
 """Reading shard samples: one sample's tar members -> Record (checked: only its JSON and
 png/jpg images, never a pickle), and the records of a shard in written order (iter_shard).
 
-The format itself is described in generalist.shards; random access is generalist.shard_index.
+The format itself is described in generalist.shards.manifest; random access is
+generalist.shards.index.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """How a record becomes tar members (JSON + policy-applied images) and how samples roll into
-numbered shard files. Used by generalist.shard_writer; the format is in generalist.shards."""
+numbered shard files. Used by generalist.shards.writer; the format is in
+generalist.shards.manifest."""
 
 from __future__ import annotations
 

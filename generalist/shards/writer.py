@@ -149,7 +149,7 @@ class _SplitJob:
 
 def _write_split(
     job: _SplitJob,
-    records: Any,
+    records: Iterator[Record | BadRecord],
     pool: ThreadPoolExecutor,
     encode: Any,
     skip_bad: bool,

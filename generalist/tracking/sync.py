@@ -27,7 +27,6 @@ def _read_json(path: Path) -> dict:
 
 def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
     """Send run_dir's params, tables and unsent metrics; returns what was done."""
-
     if not (run_dir / "metrics.jsonl").is_file() and not (run_dir / "params.json").is_file():
         raise GeneralistError(
             f"{run_dir} is not a run directory (no metrics.jsonl or params.json); pass the "

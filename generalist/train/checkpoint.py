@@ -39,39 +39,10 @@ import torch
 from generalist import distributed as dist
 from generalist.atomic import atomic_write
 from generalist.errors import ConfigError, GeneralistError
+from generalist.model.bundle import ModelBundle
 from generalist.model.model_dir import save_model_dir
-from generalist.train.checkpoint_layout import (
-    RESUME_KEYS,
-    check_resumable,
-    complete_checkpoints,
-    is_complete,
-    latest_checkpoint,
-    prune,
-    resolve_resume,
-    step_dir,
-)
-from generalist.train.rng_state import rng_state, set_rng_state
-
-# Saving and loading live here; the directory layout and RNG states have their own modules,
-# re-exported so callers keep using `generalist.checkpoint` for all of it.
-__all__ = [
-    "ENGINE_TAG",
-    "RESUME_KEYS",
-    "CheckpointError",
-    "check_resumable",
-    "complete_checkpoints",
-    "gathered_state_dict",
-    "is_complete",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "prune",
-    "resolve_resume",
-    "rng_state",
-    "save_checkpoint",
-    "set_rng_state",
-    "step_dir",
-    "weights_only_load",
-]
+from generalist.train.checkpoint_layout import latest_checkpoint, prune, step_dir
+from generalist.train.rng_state import rng_state
 
 ENGINE_TAG = "engine"
 
@@ -92,14 +63,13 @@ def save_checkpoint(
     root: Path,
     step: int,
     engine: Any,
-    bundle: Any,
+    bundle: ModelBundle,
     position: Mapping[str, Any],
     config: Mapping[str, Any],
     keep: int,
 ) -> Path:
     """Write checkpoint `step` under `root` (collective: every rank calls it). Returns its dir.
     A full disk raises CheckpointError; the previous checkpoint and `latest` stay as they were."""
-
     final = step_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
     with _disk_full_keeps_latest(root, final, tmp):

@@ -1,4 +1,4 @@
-"""The checkpoints/ directory (layout: generalist.checkpoint): which step directories are
+"""The checkpoints/ directory (layout: generalist.train.checkpoint): which step directories are
 complete, the newest one, pruning old ones, and which checkpoint a run resumes from, with the
 config keys a resumed run must keep."""
 

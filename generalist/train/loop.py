@@ -15,7 +15,7 @@ import torch
 
 from generalist import distributed as dist
 from generalist.catalog.mixture import Mixture
-from generalist.train import checkpoint as ckpt
+from generalist.train.checkpoint import load_checkpoint, save_checkpoint
 from generalist.train.checkpoint_layout import check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
 from generalist.train.periodic_eval import periodic_evaluation
@@ -36,7 +36,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
     engine = setup_engine(cfg, bundle.model, precision)
     step, position, rng = 0, None, None
     if resume_from is not None:
-        step, position, rng = ckpt.load_checkpoint(resume_from, engine)
+        step, position, rng = load_checkpoint(resume_from, engine)
     stream, batches = setup_data(cfg, mixture, bundle, position)
     tracker = setup_tracker(cfg) if dist.is_main() else None
     meter = LossMeter([name for name, _ in mixture.tasks], device)
@@ -70,9 +70,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
             meter.restart_clock()
         if step == cfg.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
             config = cfg.model_dump(mode="json")
-            ckpt.save_checkpoint(
-                ckpt_root, step, engine, bundle, position, config, cfg.checkpoint.keep
-            )
+            save_checkpoint(ckpt_root, step, engine, bundle, position, config, cfg.checkpoint.keep)
             meter.restart_clock()  # tokens/s measures training, not saving
     if tracker is not None:
         tracker.close()

@@ -39,7 +39,6 @@ def periodic_evaluation(
     model: the module to run (`engine.module` under DeepSpeed). `cache` (a dict the trainer
     keeps) holds the loaded records between calls. Returns the eval/ metrics on rank 0.
     """
-
     cache = cache if cache is not None else {}
     if "tasks" not in cache:
         tasks = [TASKS.get(n) for n in eval_task_names(cfg, [])]

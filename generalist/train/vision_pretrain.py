@@ -168,7 +168,7 @@ def _accuracy(tower: Any, heads: Any, pixels: Any, targets: dict[str, Any]) -> d
 
 
 def _save(tower: Any, image_processor: Any, result: dict[str, Any], out_dir: Path) -> None:
-    """A killed run never leaves a half-written tower (generalist.atomic_dir)."""
+    """A killed run never leaves a half-written tower (generalist.atomic)."""
     with atomic_dir(out_dir) as tmp:
         tower.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)

@@ -10,8 +10,8 @@
 
 Covered elsewhere and not repeated here: two-rank kill -9 between saves + exact resume
 (tests/train/test_runs.py), truncated tar / bad JSON / missing member with skip_bad and exact
-resume (tests/data/test_shards.py, tests/stream/test_errors.py), an interrupted or SIGKILLed
-`generalist shard` (tests/data/test_shards.py), config messages in-process
+resume (tests/shards/test_shards.py, tests/mixing/test_errors.py), an interrupted or SIGKILLed
+`generalist shard` (tests/shards/test_shards.py), config messages in-process
 (tests/train/test_config.py), a Tracker whose server is down then back
 (tests/eval/test_tracking.py).
 

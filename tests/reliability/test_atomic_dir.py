@@ -1,4 +1,4 @@
-"""generalist.atomic_dir: a directory is replaced whole or not at all."""
+"""generalist.atomic: a directory is replaced whole or not at all."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Bad configs and command lines of every kind, through the real `generalist` command in a
 subprocess: exit code 2, exactly one error line naming the key/file/name, no traceback.
 
-(tests/train/test_config.py checks load_config's messages in-process, tests/registry/test_cli.py
-the `tasks`/`render` errors, tests/data/test_shard_cli.py the `shard` ones: here every command
+(tests/train/test_config.py checks load_config's messages in-process, tests/catalog/test_cli.py
+the `tasks`/`render` errors, tests/shards/test_shard_cli.py the `shard` ones: here every command
 runs as users run it, so a traceback anywhere on the way shows.)
 """
 

@@ -3,9 +3,9 @@ any compute (sha256 vs the manifest, naming the shard and the command to re-writ
 image, a pickle payload or an unknown member is a DataError naming shard and key, or, with
 skip_bad, is skipped and counted.
 
-(Covered elsewhere: a truncated tar, bad JSON and a missing member in tests/data/test_shards.py
-and tests/stream/test_errors.py, with skip_bad and exact resume; verify_dataset in
-tests/data/test_shards.py.)
+(Covered elsewhere: a truncated tar, bad JSON and a missing member in tests/shards/test_shards.py
+and tests/mixing/test_errors.py, with skip_bad and exact resume; verify_dataset in
+tests/shards/test_shards.py.)
 """
 
 from __future__ import annotations

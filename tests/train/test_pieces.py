@@ -97,7 +97,7 @@ class _Encoded:
 
 
 class _FakeCollator:
-    """Stands in for generalist.collate.Collator: lengths from text, (id, length) rows."""
+    """Stands in for generalist.batching.collate.Collator: lengths from text, (id, length) rows."""
 
     def encode_many(self, examples):
         return [_Encoded(e.id, len(e.prompt) + len(e.target)) for e in examples]

@@ -1,4 +1,4 @@
-"""The row reading the source adapters share (generalist.source_files): which file is found,
+"""The row reading the source adapters share (generalist.sources.files): which file is found,
 what a bad line or a missing column becomes, and the messages that name file and line."""
 
 from __future__ import annotations
