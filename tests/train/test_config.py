@@ -89,7 +89,8 @@ def test_missing_shards_name_the_dataset_and_command(tiny_config, tmp_path: Path
     root = tmp_path / "half"
     (root / "train_colors").mkdir(parents=True)  # a dataset without manifest is incomplete
     (root / "train_words").mkdir()
-    (root / "train_words" / "manifest.json").write_text(json.dumps({"splits": {"test": {}}}))
+    manifest = {"format_version": 1, "splits": {"test": {}}}  # complete, but no train split
+    (root / "train_words" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError) as err:
         check_config(load_config(tiny_config(), [f"shards={root}"]))
     assert "no complete shards for dataset 'train_colors'" in str(err.value)
