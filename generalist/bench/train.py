@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from generalist import distributed as dist
-from generalist.batching.collate import Collator, model_inputs, to_device
+from generalist.batching.collate import Collator, model_inputs
 from generalist.bench.stream import write_demo_shards
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import Mixture
@@ -42,7 +42,7 @@ from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
 from generalist.train.setup import setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, forward_losses
+from generalist.train.step import LossMeter, batch_to_device, forward_losses
 
 # bf16 dense peak FLOP/s by device name fragment (vendor datasheets), for MFU on a GPU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
@@ -128,7 +128,7 @@ def our_loop(
 
     def step() -> Any:
         _, batch = next(batches)
-        loss, sums, counts = forward_losses(engine, to_device(batch, device, precision))
+        loss, sums, counts = forward_losses(engine, batch_to_device(batch, device, precision))
         engine.backward(loss)
         engine.step()
         meter.add(batch, sums, counts)

@@ -16,12 +16,18 @@ class Named(Protocol):
 T = TypeVar("T", bound=Named)
 
 
-def close_matches_hint(name: str, known: list[str]) -> str:
-    """A 'did you mean' phrase for an unknown name, or a listing when nothing is close."""
+def close_matches(name: str, known: list[str]) -> list[str]:
+    """Up to three known names close to an unknown one (the one "did you mean" matcher)."""
     matches = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     if not matches:
         # Substring matches catch the common 'vqa' -> 'vqa_rad' case that difflib scores low.
         matches = [k for k in known if name.lower() in k.lower()][:3]
+    return matches
+
+
+def close_matches_hint(name: str, known: list[str]) -> str:
+    """A 'did you mean' phrase for an unknown name, or a listing when nothing is close."""
+    matches = close_matches(name, known)
     if matches:
         return "did you mean " + ", ".join(repr(m) for m in matches) + "?"
     return "known: " + (", ".join(sorted(known)) if known else "(none registered)")

@@ -12,7 +12,6 @@ DeepSpeed JSON) so a run stops before deepspeed init and model building.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from generalist.catalog.registry import close_matches
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
 
@@ -143,7 +143,7 @@ def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=3, cutoff=0.5)
+            close = close_matches(str(key), list(known))
             hint = f"did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             raise ConfigError(
                 f"unknown config key {dotted!r}; {hint or 'known keys: ' + ', '.join(known)}"
