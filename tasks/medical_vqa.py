@@ -175,11 +175,9 @@ def _parquet_records(
 
 
 def _release_records(
-    root: Path, split: str, dataset: str, language: str
+    path: Path, rows: list[Any], images: SlakeImages, split: str, dataset: str, language: str
 ) -> Iterator[Record | BadRecord]:
-    """Records of one split of the Slake JSON release (rows checked before any image is read)."""
-    path, rows = split_rows(root, split, dataset)
-    images = SlakeImages(root, dataset)
+    """Records of one split file of the Slake JSON release."""
     try:
         for i, row in enumerate(rows):
             where = f"{dataset}: {path} record {i}"
@@ -213,8 +211,11 @@ def make_iter_records(dataset: str, splits: tuple[str, ...]) -> IterRecords:
         check_split(split, splits, dataset)
         language = check_language(language, dataset)  # a bad value fails here, not at next()
         root = release_root(source) if dataset == "slake_vqa" else None
-        if root is not None:
-            return _release_records(root, split, dataset, language)
+        if root is not None:  # the split file and the images are found (or not) now
+            path, rows = split_rows(root, split, dataset)
+            return _release_records(
+                path, rows, SlakeImages(root, dataset), split, dataset, language
+            )
         return _parquet_records(source, split, dataset, language)
 
     return iter_records
@@ -227,7 +228,7 @@ _VQA_SPLITS = {
 }
 _HOMEPAGES = {
     "vqa_rad": "https://huggingface.co/datasets/flaviagiammarino/vqa-rad",
-    "slake_vqa": "https://www.med-vqa.com/slake/ (hub: BoKelvin/SLAKE)",
+    "slake_vqa": "https://www.med-vqa.com/slake/",
     "path_vqa": "https://huggingface.co/datasets/flaviagiammarino/path-vqa",
 }
 _PARQUET = "hub parquet: data/<split>-*.parquet, columns image {bytes, path}, question, answer"

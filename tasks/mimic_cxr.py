@@ -60,32 +60,30 @@ def iter_reports(
 
 def _report_records(data: MimicCxrFiles, split: str) -> Iterator[Record | BadRecord]:
     left_out = {"lateral": 0, "no findings": 0}
-    try:
-        for item in data.frontal_rows(split, left_out):
-            if isinstance(item, BadRecord):
-                yield item
-                continue
-            row, where, view = item
-            report = data.report(row, where)
-            if isinstance(report, BadRecord):
-                yield report
-                continue
-            if not report["findings"]:
-                left_out["no findings"] += 1
-                continue
-            image = data.image(row, where)
-            if isinstance(image, BadRecord):
-                yield image
-                continue
-            yield Record(
-                id=row["dicom_id"],
-                split=split,
-                images=(image,),
-                fields={**report, "view": view},
-                meta=_meta(row, view),
-            )
-    finally:
-        data.close()
+    for item in data.frontal_rows(split, left_out):
+        if isinstance(item, BadRecord):
+            yield item
+            continue
+        row, where, view = item
+        report = data.report(row, where)
+        if isinstance(report, BadRecord):
+            yield report
+            continue
+        if not report["findings"]:
+            left_out["no findings"] += 1
+            continue
+        image = data.image(row, where)
+        if isinstance(image, BadRecord):
+            yield image
+            continue
+        yield Record(
+            id=row["dicom_id"],
+            split=split,
+            images=(image,),
+            fields={**report, "view": view},
+            meta=_meta(row, view),
+        )
+    data.close()  # the reports zip (a split stopped early closes it when collected)
     _log.warning("mimic_cxr/%s: left out %s", split, _counts(left_out))
 
 
