@@ -1,10 +1,11 @@
 """easy-VQA (the demo data, shipped in the `easy-vqa` PyPI package): VQA, shape classification,
 and a one-line description of the image as a tiny stand-in for report generation.
 
-Published format: `easy_vqa/data/{train,test}/questions.json` (a list of
-[question, answer, image_id]) and `easy_vqa/data/{train,test}/images/<image_id>.png`
-(64x64 RGB). The package has no validation split: we hold out train images whose
-id % 20 == 0, so no image is in two splits.
+Publication followed: the easy-vqa package (https://pypi.org/project/easy-vqa/, source
+https://github.com/vzhou842/easy-VQA). Published format:
+`easy_vqa/data/{train,test}/questions.json` (a list of [question, answer, image_id]) and
+`easy_vqa/data/{train,test}/images/<image_id>.png` (64x64 RGB). The package has no validation
+split: we hold out train images whose id % 20 == 0, so no image is in two splits.
 """
 
 from __future__ import annotations

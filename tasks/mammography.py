@@ -1,5 +1,7 @@
 """Mammography: VinDr-Mammo (breast-level BI-RADS 1-5) and CBIS-DDSM (mass, calcification).
 
+Publications followed: VinDr-Mammo 1.0.0 (https://physionet.org/content/vindr-mammo/1.0.0/) and
+CBIS-DDSM (https://www.cancerimagingarchive.net/collection/cbis-ddsm/, csv + NBIA download).
 Both are published as csv annotations plus DICOM images. Fields: label, view, laterality
 (and, for CBIS-DDSM, the abnormality's published descriptors).
 

@@ -3,7 +3,9 @@
 Adapters write the standard multiple-choice fields: question, options (list), answer (the
 correct option's text) and, for PubMedQA, context (the abstract without its conclusion).
 
-Published formats read:
+Publications followed (the releases' own files, not hub re-packagings): MedQA's data_clean
+(https://github.com/jind11/MedQA), MedMCQA's data.zip (https://github.com/medmcqa/medmcqa),
+PubMedQA's data/ (https://github.com/pubmedqa/pubmedqa). Published formats read:
 - MedQA (github.com/jind11/MedQA): `US/4_options/phrases_no_exclude_{train,dev,test}.jsonl`,
   one JSON object per line {"question", "answer", "options": {"A": ..}, "meta_info",
   "answer_idx"}. --source is that directory or any parent up to the unzipped `data_clean/`.

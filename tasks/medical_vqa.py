@@ -1,24 +1,40 @@
-"""Medical VQA: VQA-RAD (radiology), Slake-VQA (English part), Path-VQA (pathology).
+"""Medical VQA: VQA-RAD (radiology), Slake-VQA (radiology, English by default), Path-VQA.
 
-Published on the Hugging Face hub as parquet with image bytes (the adapters read them through
-`datasets`). Fields: question, answer, answer_type ("closed" for yes/no answers, else "open").
+Fields: question, answer (case as published; scoring normalises it), answer_type ("closed" or
+"open": the published OPEN/CLOSED where a copy has it, else "closed" for yes/no answers).
 
-Source layout: a local copy of the hub repository (e.g. `flaviagiammarino/vqa-rad`), i.e.
-parquet files named `<split>-0000i-of-0000n[-<hash>].parquet`, usually under `data/`, with
-columns image (struct {bytes, path}), question, answer. The split is the file name's prefix
-(train; validation / valid / val; test). `--source owner/name` (a hub name that is not a local
-path) reads the hub directly when there is network. A Slake copy with a `q_lang` column keeps
-only English rows; its own `answer_type` (OPEN/CLOSED) is kept in meta as `published_answer_type`.
-Ids are `<split>-<row>` (row counted over the split's files in name order, before any
-filtering), or `<split>-<qid>` when the copy has a `qid` column.
-Note: VQA-RAD's published train and test questions share images (a known property of the
-data set); Path-VQA and Slake split by image.
+Publications followed:
+- VQA-RAD: the hub copy https://huggingface.co/datasets/flaviagiammarino/vqa-rad (of the OSF
+  release https://osf.io/89kps/); Path-VQA: https://huggingface.co/datasets/flaviagiammarino/path-vqa.
+- Slake: the official Slake1.0 (https://www.med-vqa.com/slake/) and its hub copy
+  https://huggingface.co/datasets/BoKelvin/SLAKE; also its parquet re-packagings (e.g.
+  https://huggingface.co/datasets/mdwiratathya/SLAKE-vqa-english).
+
+Parquet layout (VQA-RAD, Path-VQA, Slake re-packagings): a local copy of the hub repository,
+i.e. files `<split>-0000i-of-0000n[-<hash>].parquet`, usually under `data/`, with columns image
+(struct {bytes, path}), question, answer. The split is the file name's prefix (train;
+validation / valid / val; test). `--source owner/name` (a hub name that is not a local path)
+reads the hub directly when there is network. Ids are `<split>-<row>` (row counted over the
+split's files in name order, before any filtering), or `<split>-<qid>` with a `qid` column.
+
+Slake release layout (`--source` is the folder, or the one holding `Slake1.0/`):
+    train.json, validate.json (validation.json on the hub), test.json: each one JSON array of
+        {img_id, img_name "xmlab<N>/source.jpg" (below imgs/), question, answer, q_lang en|zh,
+        location, modality, answer_type OPEN|CLOSED, base_type, content_type, triple, qid}
+    imgs/xmlab<N>/source.jpg (beside mask.png, detection.json, question.json), or imgs.zip
+        holding that tree (read in place, not unzipped)
+English and Chinese questions are interleaved; option `language` (en by default, as Med-PaLM M
+reports English Slake; zh; all) picks them, for the release and for parquet copies with a
+`q_lang` column. Ids are `<split>-<qid>` (qids are unique over both languages); meta keeps
+img_id, img_name, q_lang, location, modality, content_type, base_type and the published
+answer type. Note: VQA-RAD's published train and test questions share images (a known
+property of the data set); Path-VQA and Slake split by image.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +42,20 @@ from generalist.catalog.parts import vqa_parts
 from generalist.catalog.records import DATASETS, BadRecord, Dataset, IterRecords, Record
 from generalist.catalog.task import TASKS, Task, normalize_text
 from generalist.errors import DataError
-from generalist.sources.files import check_split, image_problem, parquet_rows
+from generalist.sources.files import check_split, image_problem, missing_keys, parquet_rows
 
-ADAPTER_VERSION = 1
+from .slake_files import (
+    LANGUAGE_HELP,
+    META_KEYS,
+    REQUIRED_KEYS,
+    SlakeImages,
+    check_language,
+    keep_language,
+    release_root,
+    split_rows,
+)
+
+ADAPTER_VERSION = 2  # 2: Slake's published answer_type; the Slake JSON release; option language
 REQUIRED_COLUMNS = ("image", "question", "answer")
 # File-name prefixes of each split in the hub copies (Path-VQA: validation; others: val/valid).
 SPLIT_PREFIXES = {
@@ -39,8 +66,12 @@ SPLIT_PREFIXES = {
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def answer_type(answer: str) -> str:
-    """'closed' for yes/no answers, else 'open' (the split VQA papers report)."""
+def answer_type(answer: str, published: Any = None) -> str:
+    """The published OPEN/CLOSED type where there is one, else 'closed' for yes/no answers and
+    'open' for the rest (the split VQA papers report)."""
+    kind = str(published or "").strip().lower()
+    if kind in ("open", "closed"):
+        return kind
     return "closed" if normalize_text(answer) in ("yes", "no") else "open"
 
 
@@ -81,52 +112,111 @@ def _image_bytes(cell: Any, source: Path) -> tuple[bytes | None, str]:
     return None, "image cell is empty"
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
 def _record(
-    row: dict[str, Any], n: int, split: str, source: Path, where: str, file: str
-) -> Record | BadRecord:
-    question, answer = str(row.get("question") or "").strip(), row.get("answer")
-    answer = "" if answer is None else str(answer).strip()
-    if not question or not answer:
-        return BadRecord(f"{where}: empty question or answer")
-    image, problem = _image_bytes(row.get("image"), source)
-    problem = problem or image_problem(image or b"")
-    if problem:
-        return BadRecord(f"{where}: {problem}")
-    meta: dict[str, Any] = {"source_file": file, "row": n}
+    row: Mapping[str, Any], record_id: str, split: str, image: bytes, meta: dict[str, Any]
+) -> Record:
+    question, answer = _text(row.get("question")), _text(row.get("answer"))
     if row.get("answer_type"):
         meta["published_answer_type"] = str(row["answer_type"]).lower()
-    qid = row.get("qid")
     return Record(
-        id=f"{split}-{qid}" if qid not in (None, "") else f"{split}-{n:06d}",
+        id=record_id,
         split=split,
         images=(image,),
-        fields={"question": question, "answer": answer, "answer_type": answer_type(answer)},
+        fields={
+            "question": question,
+            "answer": answer,
+            "answer_type": answer_type(answer, row.get("answer_type")),
+        },
         meta=meta,
     )
 
 
-def make_iter_records(dataset: str, splits: tuple[str, ...]) -> IterRecords:
-    """The adapter of one VQA dataset (they differ only in name and splits)."""
+def _row_id(split: str, qid: Any, n: int) -> str:
+    return f"{split}-{qid}" if qid not in (None, "") else f"{split}-{n:06d}"
 
-    def iter_records(source: Path, split: str) -> Iterator[Record | BadRecord]:
+
+def _parquet_record(
+    row: dict[str, Any], n: int, split: str, source: Path, where: str, file: str
+) -> Record | BadRecord:
+    if not _text(row.get("question")) or not _text(row.get("answer")):
+        return BadRecord(f"{where}: empty question or answer")
+    image, problem = _image_bytes(row.get("image"), source)
+    problem = problem or image_problem(image or b"")
+    if problem or image is None:
+        return BadRecord(f"{where}: {problem}")
+    meta: dict[str, Any] = {"source_file": file, "row": n}
+    return _record(row, _row_id(split, row.get("qid"), n), split, image, meta)
+
+
+def _parquet_records(
+    source: Path, split: str, dataset: str, language: str
+) -> Iterator[Record | BadRecord]:
+    text = str(source)
+    if not Path(source).exists() and _HUB_NAME.match(text):
+        sources: list[tuple[list[str] | str, Path, str]] = [(text, Path("."), text)]
+    else:
+        sources = [
+            ([str(f)], Path(source), str(f.relative_to(source)))
+            for f in split_files(source, split, dataset)
+        ]
+    n = 0  # row number over the split's files: the record id
+    for files, root, file in sources:
+        name = f"{root / file}" if isinstance(files, list) else file
+        rows = parquet_rows(files, split, REQUIRED_COLUMNS, f"{dataset}: {name}")
+        for i, row in enumerate(rows):
+            n += 1
+            if "q_lang" in row and not keep_language(row["q_lang"], language):
+                continue
+            yield _parquet_record(row, n - 1, split, root, f"{dataset}: {name} row {i}", file)
+
+
+def _release_records(
+    path: Path, rows: list[Any], images: SlakeImages, split: str, dataset: str, language: str
+) -> Iterator[Record | BadRecord]:
+    """Records of one split file of the Slake JSON release."""
+    try:
+        for i, row in enumerate(rows):
+            where = f"{dataset}: {path} record {i}"
+            missing = missing_keys(row, REQUIRED_KEYS)
+            if missing:
+                yield BadRecord(f"{where} lacks keys {missing}")
+                continue
+            if not keep_language(row.get("q_lang"), language):
+                continue
+            if not _text(row["question"]) or not _text(row["answer"]):
+                yield BadRecord(f"{where}: empty question or answer")
+                continue
+            image = images.read(str(row["img_name"]), where)
+            if isinstance(image, BadRecord):
+                yield image
+                continue
+            meta = {"source_file": path.name, "row": i, "qid": row.get("qid")}
+            meta.update({k: row[k] for k in META_KEYS if row.get(k) not in (None, "")})
+            yield _record(row, _row_id(split, row.get("qid"), i), split, image, meta)
+    finally:
+        images.close()
+
+
+def make_iter_records(dataset: str, splits: tuple[str, ...]) -> IterRecords:
+    """The adapter of one VQA dataset (they differ only in name and splits); Slake's also takes
+    option `language`."""
+
+    def iter_records(
+        source: Path, split: str, language: str = "en"
+    ) -> Iterator[Record | BadRecord]:
         check_split(split, splits, dataset)
-        text = str(source)
-        if not Path(source).exists() and _HUB_NAME.match(text):
-            sources: list[tuple[list[str] | str, Path, str]] = [(text, Path("."), text)]
-        else:
-            sources = [
-                ([str(f)], Path(source), str(f.relative_to(source)))
-                for f in split_files(source, split, dataset)
-            ]
-        n = 0  # row number over the split's files: the record id
-        for files, root, file in sources:
-            name = f"{root / file}" if isinstance(files, list) else file
-            rows = parquet_rows(files, split, REQUIRED_COLUMNS, f"{dataset}: {name}")
-            for i, row in enumerate(rows):
-                n += 1
-                if "q_lang" in row and str(row["q_lang"]).lower() != "en":
-                    continue  # Slake: English questions only (as Med-PaLM M)
-                yield _record(row, n - 1, split, root, f"{dataset}: {name} row {i}", file)
+        language = check_language(language, dataset)  # a bad value fails here, not at next()
+        root = release_root(source) if dataset == "slake_vqa" else None
+        if root is not None:  # the split file and the images are found (or not) now
+            path, rows = split_rows(root, split, dataset)
+            return _release_records(
+                path, rows, SlakeImages(root, dataset), split, dataset, language
+            )
+        return _parquet_records(source, split, dataset, language)
 
     return iter_records
 
@@ -141,6 +231,11 @@ _HOMEPAGES = {
     "slake_vqa": "https://www.med-vqa.com/slake/",
     "path_vqa": "https://huggingface.co/datasets/flaviagiammarino/path-vqa",
 }
+_PARQUET = "hub parquet: data/<split>-*.parquet, columns image {bytes, path}, question, answer"
+_PUBLISHED = {
+    "slake_vqa": "Slake1.0 / BoKelvin/SLAKE: train.json, validate.json (or validation.json), "
+    "test.json + imgs/ or imgs.zip; or " + _PARQUET
+}
 for _name, _splits in _VQA_SPLITS.items():
     DATASETS.register(
         Dataset(
@@ -149,9 +244,9 @@ for _name, _splits in _VQA_SPLITS.items():
             splits=_splits,
             version=ADAPTER_VERSION,
             description=f"{_name}: medical VQA questions with one image each",
-            published_format="hub parquet: data/<split>-*.parquet, columns image "
-            "{bytes, path}, question, answer",
+            published_format=_PUBLISHED.get(_name, _PARQUET),
             homepage=_HOMEPAGES[_name],
+            options={"language": LANGUAGE_HELP} if _name == "slake_vqa" else {},
             # VQA-RAD's published test questions are asked about images also in its train split.
             images_split_disjoint=_name != "vqa_rad",
         )

@@ -1,7 +1,8 @@
 """MedMNIST v2 2D datasets (as BiomedGPT uses them): <flag>.npz with train/val/test images
 and labels. Label names follow medmnist's INFO table (medmnist/info.py).
 
-Published format (zenodo.org/records/10519652, also written by the `medmnist` package):
+Publication followed: MedMNIST v2 / MedMNIST+ on Zenodo (https://zenodo.org/records/10519652,
+https://medmnist.com; the `medmnist` package downloads the same files). Published format:
 `<flag>.npz` (or `<flag>_64.npz`, `_128.npz`, `_224.npz` for MedMNIST+) with arrays
 train_images, train_labels, val_images, val_labels, test_images, test_labels; images uint8
 (N, H, W) grayscale or (N, H, W, 3) RGB; labels integer (N, 1). Split "val" is our

@@ -5,17 +5,23 @@ Dataset `mimic_cxr_conditions`: one record per (image, condition) of the five Me
 conditions with a definite CheXpert label (1 -> yes, 0 -> no; uncertain and blank excluded).
 Splits follow the official patient-level split file.
 
-Source layout (MIMIC-CXR-JPG 2.0.0/2.1.0 with the reports of MIMIC-CXR unzipped beside it):
+Publications followed: MIMIC-CXR-JPG 2.0.0 / 2.1.0 (https://physionet.org/content/mimic-cxr-jpg/)
+for the tables and images, MIMIC-CXR 2.0.0 / 2.1.0 (https://physionet.org/content/mimic-cxr/)
+for the reports: two PhysioNet projects, two folders. `--source` is the MIMIC-CXR-JPG root:
     mimic-cxr-2.0.0-split.csv[.gz]      dicom_id, study_id, subject_id, split (train/validate/test)
     mimic-cxr-2.0.0-metadata.csv[.gz]   dicom_id, ..., ViewPosition, ...
     mimic-cxr-2.0.0-chexpert.csv[.gz]   subject_id, study_id, 14 conditions (1.0/0.0/-1.0/blank)
     files/p10/p10000032/s50414267/<dicom_id>.jpg
-    files/p10/p10000032/s50414267.txt   (or mimic-cxr-reports/files/..., the reports zip)
+The reports (`mimic-cxr-reports.zip`, members files/p10/p10000032/s50414267.txt, read in place;
+or unzipped) are found beside the JPG download as `wget -r` leaves it
+(physionet.org/files/mimic-cxr-jpg/2.1.0 next to physionet.org/files/mimic-cxr/2.0.0), or inside
+--source, or where option `reports` says (tasks/mimic_cxr_reports.py). Only `mimic_cxr` reads
+them; `mimic_cxr_conditions` needs the JPG download alone.
 Decisions: frontal views only (ViewPosition AP or PA), as Med-PaLM M. An image whose report
 has no FINDINGS section is not a data error (about a fifth of the reports have none): it is
 left out and the count is logged as a warning at the end of the split, like lateral views and
-studies without CheXpert labels. Missing or undecodable images and missing reports are
-BadRecords. `validate` in the split file is our `validation`.
+studies without CheXpert labels. Missing or undecodable images and missing reports (a file, or
+a member of the zip) are BadRecords. `validate` in the split file is our `validation`.
 """
 
 from __future__ import annotations
@@ -32,18 +38,28 @@ from generalist.sources.files import check_split, csv_row, read_csv, require_fil
 
 from .mimic_cxr_files import SPLIT_NAMES, MimicCxrFiles, table_names
 from .mimic_cxr_files import parse_report as parse_report  # re-exported: the report format
+from .mimic_cxr_reports import REPORTS_HELP
 
 CONDITIONS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 YES_NO = ("yes", "no")
-ADAPTER_VERSION = 1
+ADAPTER_VERSION = 2  # 2: reports from the MIMIC-CXR project (zip read in place), option reports
 CHEXPERT_VALUES = {"1.0": "yes", "1": "yes", "0.0": "no", "0": "no", "-1.0": None, "-1": None}
 _log = logging.getLogger(__name__)
 
 
-def iter_reports(source: Path, split: str) -> Iterator[Record | BadRecord]:
-    """One record per frontal image whose report has a FINDINGS section."""
+def iter_reports(
+    source: Path, split: str, reports: str | None = None
+) -> Iterator[Record | BadRecord]:
+    """One record per frontal image whose report has a FINDINGS section; `reports` is where
+    the MIMIC-CXR reports are (found beside the JPGs when not given)."""
     check_split(split, SPLIT_NAMES.values(), "mimic_cxr")
-    data, left_out = MimicCxrFiles(source, "mimic_cxr"), {"lateral": 0, "no findings": 0}
+    data = MimicCxrFiles(source, "mimic_cxr")
+    data.open_reports(reports)  # no reports anywhere: an error now, before any record
+    return _report_records(data, split)
+
+
+def _report_records(data: MimicCxrFiles, split: str) -> Iterator[Record | BadRecord]:
+    left_out = {"lateral": 0, "no findings": 0}
     for item in data.frontal_rows(split, left_out):
         if isinstance(item, BadRecord):
             yield item
@@ -67,6 +83,7 @@ def iter_reports(source: Path, split: str) -> Iterator[Record | BadRecord]:
             fields={**report, "view": view},
             meta=_meta(row, view),
         )
+    data.close()  # the reports zip (a split stopped early closes it when collected)
     _log.warning("mimic_cxr/%s: left out %s", split, _counts(left_out))
 
 
@@ -124,7 +141,10 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} image(s): {why}" for why, n in counts.items())
 
 
-_PUBLISHED = "MIMIC-CXR-JPG csv files (split, metadata, chexpert) + files/p*/p*/s*/*.jpg + reports"
+_PUBLISHED = (
+    "MIMIC-CXR-JPG csv files (split, metadata, chexpert) + files/p*/p*/s*/*.jpg; the reports "
+    "from MIMIC-CXR (mimic-cxr-reports.zip)"
+)
 DATASETS.register(
     Dataset(
         name="mimic_cxr",
@@ -133,6 +153,7 @@ DATASETS.register(
         description="MIMIC-CXR frontal chest X-rays with the findings of their report",
         published_format=_PUBLISHED,
         homepage="https://physionet.org/content/mimic-cxr-jpg/",
+        options={"reports": REPORTS_HELP},
     )
 )
 DATASETS.register(

@@ -1,7 +1,10 @@
-"""Reading a MIMIC-CXR-JPG download: its csv tables, its image and report files, and the
-sections of a free-text report. tasks/mimic_cxr.py turns these into records and tasks.
+"""Reading a MIMIC-CXR-JPG download: its csv tables, its image files, its reports (found by
+tasks/mimic_cxr_reports.py) and the sections of a free-text report. tasks/mimic_cxr.py turns
+these into records and tasks.
 
-Layout and decisions: see tasks/mimic_cxr.py's docstring.
+Publications followed: MIMIC-CXR-JPG 2.0.0 / 2.1.0 (https://physionet.org/content/mimic-cxr-jpg/)
+and the reports of MIMIC-CXR (https://physionet.org/content/mimic-cxr/). Layout and decisions:
+see tasks/mimic_cxr.py's docstring.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 from generalist.catalog.records import BadRecord
-from generalist.sources.files import csv_row, first_file, read_csv, read_image, require_file
+from generalist.sources.files import csv_row, read_csv, read_image, require_file
+
+from .mimic_cxr_reports import Reports, find_reports, report_member
 
 FRONTAL_VIEWS = ("AP", "PA")
 SPLIT_NAMES = {"train": "train", "validate": "validation", "test": "test"}
@@ -69,7 +74,18 @@ class MimicCxrFiles:
         self.splits = read_csv(self.split_csv, columns, dataset)
         metadata = read_csv(self.metadata_csv, ("dicom_id", "ViewPosition"), dataset)
         self.view = {row["dicom_id"]: row["ViewPosition"].strip() for row in metadata}
-        self._reports: dict[Path, dict[str, str]] = {}
+        self.reports: Reports | None = None
+        self._parsed: dict[str, dict[str, str] | BadRecord] = {}
+
+    def open_reports(self, option: str | None) -> Reports:
+        """Find the reports (tasks/mimic_cxr_reports.py); a DataError when there are none."""
+        studies = ((row["subject_id"], row["study_id"]) for row in self.splits)
+        self.reports = find_reports(self.root, option, studies, self.dataset)
+        return self.reports
+
+    def close(self) -> None:
+        if self.reports is not None:
+            self.reports.close()
 
     def study_dir(self, subject: str, study: str) -> Path:
         """files/p10/p10000032/s50414267: where a study's images are."""
@@ -81,16 +97,15 @@ class MimicCxrFiles:
         return read_image(path, f"{self.dataset}: {where}")
 
     def report(self, row: Mapping[str, str], where: str) -> dict[str, str] | BadRecord:
-        """The parsed report of the row's study (beside files/ or in the reports zip's tree)."""
-        subject, study = row["subject_id"], row["study_id"]
-        relative = Path("files") / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
-        path = first_file(self.root, (relative, "mimic-cxr-reports" / relative))
-        if path is None:
-            return BadRecord(f"{self.dataset}: {where}: report {self.root / relative} is missing")
-        if path not in self._reports:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            self._reports = {path: parse_report(text)}  # rows of a study are adjacent
-        return self._reports[path]
+        """The parsed report of the row's study (open_reports first), or a BadRecord naming the
+        missing file or zip member."""
+        assert self.reports is not None, "open_reports() first"
+        member = report_member(row["subject_id"], row["study_id"])
+        if member not in self._parsed:
+            text = self.reports.read(member, f"{self.dataset}: {where}")
+            parsed = text if isinstance(text, BadRecord) else parse_report(text)
+            self._parsed = {member: parsed}  # rows of a study are adjacent
+        return self._parsed[member]
 
     def rows(self, split: str) -> Iterator[tuple[Mapping[str, str], str] | BadRecord]:
         """(row, 'file line N') of `split` in the split file; an unknown split -> BadRecord."""

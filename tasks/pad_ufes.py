@@ -1,5 +1,6 @@
 """PAD-UFES-20: smartphone images of skin lesions with patient history, 6 diagnoses.
 
+Publication followed: PAD-UFES-20 on Mendeley Data (https://data.mendeley.com/datasets/zr7vgbcyr2/1).
 Published as metadata.csv plus the images named by its img_id column (PAT_46_881_939.png),
 in images/ or in the zip's images/imgs_part_1..3 folders: the adapter finds them by file name
 anywhere under --source. Fields: label (full diagnosis name), diagnostic (the published code),

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from generalist.catalog.loading import load_builtins
-from generalist.catalog.registry import Registry
-from generalist.errors import DataError
+from generalist.catalog.registry import Registry, close_matches_hint
+from generalist.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 
@@ -56,7 +56,8 @@ class BadRecord(DataError):
     """
 
 
-IterRecords = Callable[[Path, str], Iterator[Record | BadRecord]]
+# iter_records(source, split, **options): options only for a dataset that declares them.
+IterRecords = Callable[..., Iterator[Record | BadRecord]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Dataset:
     """A public dataset and the adapter that reads its published files.
 
     `iter_records(source, split)` yields Records of one split from the files under `source`.
+    `options` declares the adapter's options (name -> one line of help: values and default);
+    `records()` checks them and passes them on as keyword arguments of string values
+    (`generalist shard D --option name=value`).
     `default_source` returns a source that needs no download (easy-vqa ships in its package).
     `labels` is the declared label set where the dataset has one; adapters refuse others.
     `images_split_disjoint`: an image may appear in one split only (datasets split by patient or
@@ -81,6 +85,29 @@ class Dataset:
     labels: tuple[str, ...] = ()
     default_source: Callable[[], Path] | None = None
     images_split_disjoint: bool = True
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def check_options(self, options: Mapping[str, str]) -> None:
+        """ConfigError naming an option the dataset does not declare, and the ones it does."""
+        for name in options:
+            if name in self.options:
+                continue
+            if not self.options:
+                raise ConfigError(f"dataset {self.name!r} takes no options; got {name!r}")
+            known = "; ".join(f"{k}: {v}" for k, v in self.options.items())
+            hint = close_matches_hint(name, list(self.options))
+            hint = f"{hint} " if hint.startswith("did you mean") else ""
+            raise ConfigError(
+                f"dataset {self.name!r} has no option {name!r}; {hint}its options: {known}"
+            )
+
+    def records(
+        self, source: Path, split: str, options: Mapping[str, str] | None = None
+    ) -> Iterator[Record | BadRecord]:
+        """The adapter's records of `split`, with `options` checked and passed on."""
+        options = dict(options or {})
+        self.check_options(options)
+        return self.iter_records(source, split, **options)
 
 
 DATASETS: Registry[Dataset] = Registry("dataset", load_builtins)

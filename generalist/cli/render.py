@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from generalist.catalog.exemplars import ExemplarPool, format_example
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.records import DATASETS, Example, Record
 from generalist.catalog.task import TASKS, Task
-from generalist.cli.options import add_import_argument
+from generalist.cli.options import (
+    add_dataset_option_argument,
+    add_import_argument,
+    parse_dataset_options,
+)
 from generalist.errors import GeneralistError
 from generalist.shards.manifest import read_records
 
 
-def source_records(task: Task, source: Path | None, split: str) -> Iterator[Record]:
-    """Records straight from the dataset's published files via its adapter."""
+def source_records(
+    task: Task, source: Path | None, split: str, options: Mapping[str, str] | None = None
+) -> Iterator[Record]:
+    """Records straight from the dataset's published files via its adapter (and its options)."""
     dataset = DATASETS.get(task.dataset)
     if source is None:
         if dataset.default_source is None:
@@ -26,7 +32,7 @@ def source_records(task: Task, source: Path | None, split: str) -> Iterator[Reco
                 f"or --shards ROOT (written by `generalist shard`)"
             )
         source = dataset.default_source()
-    return dataset.iter_records(Path(source), split)
+    return dataset.records(Path(source), split, options)
 
 
 def render_examples(
@@ -57,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval", action="store_true", help="evaluation formatting (template 0)")
     parser.add_argument("--template", type=int, help="force one instruction paraphrase")
+    add_dataset_option_argument(parser)
     add_import_argument(parser)
     args = parser.parse_args(argv)
+    options = parse_dataset_options(args.options)
+    if options and args.shards is not None:
+        raise GeneralistError("--option is for --source (shards were written with theirs)")
     load_catalog(args.imports)
     task = TASKS.get(args.task)
     train = not args.eval and task.train_split is not None
@@ -67,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def records(which: str) -> Iterator[Record]:
         if args.shards is not None:
             return read_records(args.shards, task.dataset, which)
-        return source_records(task, args.source, which)
+        return source_records(task, args.source, which, options)
 
     examples = render_examples(
         task, records(split), records("train"), args.count, args.seed, train, args.template

@@ -2,6 +2,7 @@
 
 generalist shard easy_vqa --out shards/              # easy-vqa needs no --source
 generalist shard medqa --source data/medqa --out shards/ --splits train test
+generalist shard slake_vqa --source Slake1.0 --out shards/ --option language=all
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from pathlib import Path
 
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.records import DATASETS
-from generalist.cli.options import add_import_argument
+from generalist.cli.options import (
+    add_dataset_option_argument,
+    add_import_argument,
+    parse_dataset_options,
+)
 from generalist.errors import ConfigError
 from generalist.shards.images import FORMATS
 from generalist.shards.manifest import summary_lines
@@ -33,10 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true", help="skip bad rows, count them")
     parser.add_argument("--limit", type=int, help="keep only the first N records per split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataset_option_argument(parser)
     add_import_argument(parser)
     args = parser.parse_args(argv)
+    options = parse_dataset_options(args.options)
     load_catalog(args.imports)
     dataset = DATASETS.get(args.dataset)
+    dataset.check_options(options)
     if args.source is None and dataset.default_source is None:
         what = dataset.published_format or "its published files"
         raise ConfigError(f"dataset {dataset.name!r} needs --source PATH ({what})")
@@ -51,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         image_format=args.image_format,
         limit=args.limit,
+        options=options,
     )
     for line in summary_lines(manifest):
         print(line)

@@ -1,4 +1,5 @@
-"""`generalist tasks`: every registered task (and mixture), as a table or JSON."""
+"""`generalist tasks`: every registered task (and mixture, and dataset option), as a table or
+JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import MIXTURES
+from generalist.catalog.records import DATASETS
 from generalist.catalog.task import TASKS, Task
 from generalist.cli.options import add_import_argument
 
@@ -39,8 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"name": m.name, "rates": m.rates(), "min_per_batch": m.min_per_batch, "notes": m.notes}
         for m in MIXTURES
     ]
+    # What `generalist shard DATASET --option NAME=VALUE` accepts.
+    options = {d.name: dict(d.options) for d in DATASETS if d.options}
     if args.json:
-        print(json.dumps({"tasks": tasks, "mixtures": mixtures}, indent=2))
+        listing = {"tasks": tasks, "mixtures": mixtures, "dataset_options": options}
+        print(json.dumps(listing, indent=2))
         return 0
     header = ("name", "kind", "dataset", "metrics", "templates", "shots")
     rows = [header] + [
@@ -61,4 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m in mixtures:
         rates = ", ".join(f"{t} {r:.2%}" for t, r in m["rates"].items())
         print(f"  {m['name']}: {rates}")
+    print("\nDataset options (generalist shard DATASET --option NAME=VALUE):")
+    for dataset, declared in options.items():
+        for name, help_text in declared.items():
+            print(f"  {dataset} {name}: {help_text}")
     return 0

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -64,15 +64,19 @@ def write_dataset(
     image_format: str = "png",
     limit: int | None = None,
     workers: int | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Shard `dataset_name` from `source` into `root/<dataset_name>/`; returns the manifest.
 
     source=None uses the dataset's default source (easy-vqa). A bad record raises a DataError
     naming it, or with skip_bad is skipped and counted in the manifest. `limit` keeps the first
     N records of each split (quick trials, benchmarks). `workers` threads encode images
-    (default: one per CPU, at most 8).
+    (default: one per CPU, at most 8). `options` go to the adapter (Dataset.options) and
+    into the manifest.
     """
     dataset = DATASETS.get(dataset_name)
+    options = dict(options or {})
+    dataset.check_options(options)
     splits = list(splits or dataset.splits)
     unknown = [s for s in splits if s not in dataset.splits]
     if unknown:
@@ -98,18 +102,30 @@ def write_dataset(
     tmp_name = root / f".{dataset_name}.tmp-{os.getpid()}"
     with atomic_dir(dataset_dir(root, dataset_name), tmp_name) as tmp:
         manifest = _write_splits(
-            dataset, source, tmp, splits, shard_size, policy, skip_bad, progress, limit, workers
+            dataset,
+            source,
+            tmp,
+            splits,
+            shard_size,
+            policy,
+            skip_bad,
+            progress,
+            limit,
+            workers,
+            options,
         )
         write_manifest(tmp, manifest)
     return manifest
 
 
-def open_splits(dataset: Dataset, source: Path, splits: list[str]) -> dict[str, Iterator]:
+def open_splits(
+    dataset: Dataset, source: Path, splits: list[str], options: Mapping[str, str] | None = None
+) -> dict[str, Iterator]:
     """Each split's record iterator with its first item already read, so file-level errors
     (a missing file, wrong columns) in any split stop the run before a shard is written."""
     opened = {}
     for split in splits:
-        records = iter(dataset.iter_records(source, split))
+        records = iter(dataset.records(source, split, options))
         first = next(records, None)
         opened[split] = records if first is None else itertools.chain([first], records)
     return opened
@@ -189,6 +205,7 @@ def _write_splits(
     progress: bool,
     limit: int | None,
     workers: int,
+    options: Mapping[str, str],
 ) -> dict[str, Any]:
     checks = RecordChecks(dataset)
     stats: dict[str, Any] = {"field_types": {}, "image_counts": [], "examples": []}
@@ -199,7 +216,7 @@ def _write_splits(
     def encode(record: Record, hashes: list[bytes]) -> dict[str, bytes]:
         return encode_sample(record, policy, hashes, cache)
 
-    streams = open_splits(dataset, source, splits)
+    streams = open_splits(dataset, source, splits, options)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard-encode") as pool:
         for split in splits:
             job = _SplitJob(SplitWriter(directory, split, shard_size), checks, stats)
@@ -225,6 +242,7 @@ def _write_splits(
         "adapter_version": dataset.version,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "source": str(source),
+        "options": dict(options),
         "image_policy": policy.to_json(),
         "images_split_disjoint": dataset.images_split_disjoint,
         "splits": written,

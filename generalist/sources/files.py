@@ -1,12 +1,15 @@
 """Small helpers the source adapters share: finding files in a downloaded tree, checked
-csv / JSON / JSON-lines / parquet reading whose errors name the file and row, image reading
-with a cheap decode check, and deterministic patient-level splits."""
+csv / JSON / JSON-lines / parquet reading whose errors name the file and row, reading members
+of a zip archive in place, image reading with a cheap decode check, and deterministic
+patient-level splits."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,6 +165,61 @@ def image_problem(data: bytes) -> str | None:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         return f"image does not decode ({type(err).__name__}: {err})"
     return None
+
+
+class ZipMembers:
+    """The members of a zip archive, read in place (a published zip is never unzipped).
+
+    Members are asked for by their path below the folder the archive was made from: a Slake
+    `imgs.zip` holds `imgs/xmlab0/source.jpg`, another copy `xmlab0/source.jpg`; both answer
+    `member("xmlab0/source.jpg")`. The top folder is learnt from the first member found
+    (a scan of the names, done again only while nothing has been found) and then fixed.
+    macOS `__MACOSX/` resource forks are ignored.
+    """
+
+    def __init__(self, path: Path, dataset: str) -> None:
+        self.path, self.dataset = Path(path), dataset
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(
+                f"{dataset}: {self.path} is not a readable zip archive ({err}); download it again"
+            ) from None
+        self._names = {
+            name
+            for name in self._zip.namelist()
+            if not name.endswith("/") and not name.startswith("__MACOSX/")
+        }
+        self._prefix: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def member(self, relative: str) -> str | None:
+        """The name of the member holding `relative`, or None when the archive lacks it."""
+        if self._prefix is not None:
+            name = self._prefix + relative
+            return name if name in self._names else None
+        found = [n for n in self._names if n == relative or n.endswith("/" + relative)]
+        if not found:
+            return None
+        name = min(found, key=lambda n: (len(n), n))  # the shallowest, when copies nest
+        self._prefix = name[: len(name) - len(relative)]
+        return name
+
+    def read(self, relative: str, where: str) -> bytes | BadRecord:
+        """The bytes of `relative`, or a BadRecord naming the archive and the member when the
+        member is missing or damaged (bad CRC, truncated data)."""
+        name = self.member(relative)
+        if name is None:
+            return BadRecord(f"{where}: {relative} is not in {self.path}")
+        try:
+            return self._zip.read(name)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+            return BadRecord(f"{where}: member {name} of {self.path} is damaged ({err})")
+
+    def close(self) -> None:
+        self._zip.close()
 
 
 def hash_fraction(key: str, salt: str) -> float:

@@ -74,6 +74,45 @@ def test_shard_command_imports_a_user_adapter(tmp_path, capsys):
         DATASETS.unregister("h1_user_notes")
 
 
+def test_user_adapter_options_reach_it_and_the_manifest(tmp_path, capsys):
+    module = tmp_path / "my_opts.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            from generalist.catalog import DATASETS, Dataset, Record
+
+            def iter_notes(source, split, case="lower"):
+                for line in (source / f"{split}.txt").read_text().splitlines():
+                    text = line.upper() if case == "upper" else line
+                    yield Record(f"{split}-{line}", split, (), {"text": text})
+
+            DATASETS.register(Dataset(name="h1_opt_notes", iter_records=iter_notes,
+                                      splits=("train",), options={"case": "lower or upper"}))
+            """
+        )
+    )
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    out = tmp_path / "out"
+    try:
+        argv = ["shard", "h1_opt_notes", "--import", str(module), "--source", str(tmp_path)]
+        assert cli.main([*argv, "--out", str(out), "--no-progress", "--option", "case=upper"]) == 0
+        records = list(read_records(out, "h1_opt_notes", "train"))
+        assert [r.fields for r in records] == [{"text": "A"}, {"text": "B"}]
+        assert load_manifest(out, "h1_opt_notes")["options"] == {"case": "upper"}
+        assert cli.main([*argv, "--out", str(out), "--option", "cas=upper"]) == 2
+        err = capsys.readouterr().err
+        assert "has no option 'cas'; did you mean 'case'? its options: case: lower or upper" in err
+        assert cli.main(["tasks", "--json", "--import", str(module)]) == 0
+        listing = json.loads(capsys.readouterr().out)["dataset_options"]
+        assert listing["h1_opt_notes"] == {"case": "lower or upper"}
+        assert set(listing["slake_vqa"]) == {"language"} and set(listing["mimic_iii"]) == {"pairs"}
+        assert set(listing["mimic_cxr"]) == {"reports"}
+        assert cli.main(["render", "easy_vqa", "--shards", str(out), "--option", "case=x"]) == 2
+        assert "--option is for --source" in capsys.readouterr().err
+    finally:
+        DATASETS.unregister("h1_opt_notes")
+
+
 def test_bench_shard_last_line_is_json(tmp_path, capsys):
     argv = ["bench", "shard", "--limit", "4", "--image-size", "32", "--out", str(tmp_path)]
     assert cli.main(argv) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from generalist.catalog.records import BadRecord
 from generalist.errors import DataError
 from generalist.sources.files import (
+    ZipMembers,
     check_columns,
     first_file,
     json_lines,
@@ -86,3 +88,42 @@ def test_read_image_missing_undecodable_and_good(tmp_path: Path) -> None:
     good = tmp_path / "good.png"
     good.write_bytes(buffer.getvalue())
     assert read_image(good, "toy") == buffer.getvalue()
+
+
+def test_zip_members_are_read_in_place_below_the_archive_top_folder(tmp_path: Path) -> None:
+    path = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("imgs/", b"")
+        archive.writestr("__MACOSX/imgs/xmlab0/._source.jpg", b"resource fork")
+        archive.writestr("imgs/xmlab0/source.jpg", b"zero")
+        archive.writestr("imgs/xmlab1/source.jpg", b"one")
+    members = ZipMembers(path, "toy")
+    assert len(members) == 2  # folders and __MACOSX forks are not members
+    assert members.member("xmlab1/source.jpg") == "imgs/xmlab1/source.jpg"
+    assert members.read("xmlab0/source.jpg", "toy: train.json record 0") == b"zero"
+    assert members.member("xmlab9/source.jpg") is None
+    missing = members.read("xmlab9/source.jpg", "toy: train.json record 4")
+    assert str(missing) == f"toy: train.json record 4: xmlab9/source.jpg is not in {path}"
+    members.close()
+    assert not (tmp_path / "imgs").exists()  # nothing was unzipped
+    flat = tmp_path / "flat.zip"
+    with zipfile.ZipFile(flat, "w") as archive:
+        archive.writestr("files/p10/p10000032/s50414267.txt", b"report")
+    assert ZipMembers(flat, "toy").read("files/p10/p10000032/s50414267.txt", "x") == b"report"
+
+
+def test_zip_members_damaged_member_and_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "reports.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("files/a.txt", b"FINDINGS: clear lungs.")
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"clear", b"CLEAR"))  # the stored bytes no longer match the CRC
+    damaged = ZipMembers(path, "toy").read("files/a.txt", "toy: split.csv line 2")
+    assert isinstance(damaged, BadRecord)
+    assert str(damaged).startswith(
+        f"toy: split.csv line 2: member files/a.txt of {path} is damaged"
+    )
+    fake = tmp_path / "fake.zip"
+    fake.write_text("not a zip")
+    with pytest.raises(DataError, match=rf"toy: {fake} is not a readable zip archive \("):
+        ZipMembers(fake, "toy")

@@ -131,6 +131,20 @@ def test_slake_keeps_english_and_its_qids(slake, helpers) -> None:
     assert valid[1].meta["published_answer_type"] == "closed"
 
 
+def test_slake_parquet_copy_takes_the_language_option(slake) -> None:
+    from generalist.catalog.records import DATASETS
+
+    dataset = DATASETS.get("slake_vqa")
+    both = list(dataset.records(slake, "validation", {"language": "all"}))
+    assert [(r.id, r.fields["answer"], r.fields["answer_type"]) for r in both] == [
+        ("validation-1000", "Liver", "open"),
+        ("validation-1001", "是", "closed"),  # the published CLOSED; "是" is no English yes/no
+        ("validation-1002", "No", "closed"),
+    ]
+    chinese = list(dataset.records(slake, "test", {"language": "zh"}))
+    assert [r.fields["question"] for r in chinese] == ["图中有肝脏吗?"]
+
+
 def test_wrong_columns_name_file_and_columns(tmp_path, helpers) -> None:
     path = tmp_path / "data" / "train-00000-of-00001.parquet"
     write_plain_parquet(path, [{"img": {"bytes": helpers.image_bytes(1), "path": None}, "q": "?"}])

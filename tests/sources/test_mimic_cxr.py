@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
+import zipfile
 from pathlib import Path
 
 import pytest
 from generalist.tasks.mimic_cxr import parse_report
 
-from generalist.catalog.records import BadRecord
-from generalist.errors import DataError
+from generalist.catalog.records import DATASETS, BadRecord
+from generalist.errors import ConfigError, DataError
 
 REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -221,3 +222,124 @@ def test_unknown_split_value(mimic, helpers) -> None:
 def test_shard_round_trip_and_render(dataset, task, mimic, tmp_path, helpers) -> None:
     back = helpers.round_trip(dataset, task, mimic, tmp_path / "shards", ["train", "validation"])
     assert len(back["validation"]) == (1 if dataset == "mimic_cxr" else 2)
+
+
+def take_reports(jpg: Path) -> dict[str, str]:
+    """Remove the reports from the JPG tree: {member (files/pXX/pSUBJECT/sSTUDY.txt): text}."""
+    reports = {}
+    for path in sorted((jpg / "files").glob("p*/p*/s*.txt")):
+        reports[path.relative_to(jpg).as_posix()] = path.read_text()
+        path.unlink()
+    return reports
+
+
+def write_reports_zip(project: Path, reports: dict[str, str]) -> Path:
+    """<project>/mimic-cxr-reports.zip as MIMIC-CXR publishes it (members files/...)."""
+    project.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(project / "mimic-cxr-reports.zip", "w") as archive:
+        for member, text in reports.items():
+            archive.writestr(member, text)
+    return project
+
+
+@pytest.fixture
+def physionet(mimic, tmp_path) -> Path:
+    """The two projects as `wget -r` leaves them: physionet.org/files/mimic-cxr-jpg/2.1.0 and
+    physionet.org/files/mimic-cxr/2.0.0/mimic-cxr-reports.zip."""
+    files = tmp_path / "physionet.org" / "files"
+    jpg = files / "mimic-cxr-jpg" / "2.1.0"
+    jpg.parent.mkdir(parents=True)
+    mimic.rename(jpg)
+    write_reports_zip(files / "mimic-cxr" / "2.0.0", take_reports(jpg))
+    return jpg
+
+
+def test_reports_found_beside_the_jpgs_and_read_from_the_zip(physionet, mimic, helpers) -> None:
+    assert not list(physionet.rglob("*.txt"))  # no report left in the JPG download
+    train = helpers.good(helpers.records_of("mimic_cxr", physionet, "train"))
+    assert [r.id for r in train] == ["02aa804e-bde0afdd", "2a2277a9-b0ded155"]
+    assert dict(train[0].fields) == {**parse_report(REPORT), "view": "PA"}
+    assert dict(train[1].fields) == {**parse_report(REPORT_2), "view": "AP"}
+    reports = physionet.parent.parent / "mimic-cxr"
+    assert not list(reports.rglob("*.txt"))  # read in place, not unzipped
+    # a newer MIMIC-CXR version beside it is preferred
+    newer = reports / "2.1.0"
+    newer.mkdir()
+    with zipfile.ZipFile(newer / "mimic-cxr-reports.zip", "w") as archive:
+        archive.writestr("files/p10/p10000032/s50414267.txt", REPORT.replace("normal.", "wide."))
+    first = helpers.records_of("mimic_cxr", physionet, "train")[0]  # its zip has this one only
+    assert first.fields["findings"].endswith("The cardiomediastinal silhouette is wide.")
+    conditions = helpers.good(helpers.records_of("mimic_cxr_conditions", physionet, "train"))
+    assert len(conditions) == 4  # the labels need no reports
+
+
+def test_reports_option_takes_the_zip_or_an_unzipped_tree(mimic, tmp_path, helpers) -> None:
+    reports = take_reports(mimic)
+    elsewhere = write_reports_zip(tmp_path / "elsewhere" / "2.0.0", reports)
+    dataset = DATASETS.get("mimic_cxr")
+    for option in (elsewhere, elsewhere / "mimic-cxr-reports.zip"):
+        valid = helpers.good(list(dataset.records(mimic, "validation", {"reports": str(option)})))
+        assert [r.fields["findings"] for r in valid] == [parse_report(REPORT)["findings"]]
+    for tree in (tmp_path / "tree", tmp_path / "guide" / "mimic-cxr-reports"):
+        for member in reports:
+            (tree / member).parent.mkdir(parents=True, exist_ok=True)
+            (tree / member).write_text(REPORT_2)
+    for option in (tmp_path / "tree", tmp_path / "guide"):
+        valid = helpers.good(list(dataset.records(mimic, "validation", {"reports": str(option)})))
+        assert valid[0].fields["findings"] == parse_report(REPORT_2)["findings"]
+
+
+def test_shard_cli_reports_option_into_the_manifest(mimic, tmp_path, capsys) -> None:
+    from generalist import cli
+    from generalist.shards.manifest import load_manifest
+
+    reports = write_reports_zip(tmp_path / "reports", take_reports(mimic))
+    out = tmp_path / "shards"
+    argv = ["shard", "mimic_cxr", "--source", str(mimic), "--out", str(out), "--no-progress"]
+    assert cli.main([*argv, "--splits", "train", "--option", f"reports={reports}"]) == 0
+    manifest = load_manifest(out, "mimic_cxr")
+    assert manifest["options"] == {"reports": str(reports)}
+    assert manifest["splits"]["train"]["count"] == 2
+    assert cli.main([*argv, "--splits", "train"]) == 2  # not beside the JPGs: nowhere to find
+    assert "no MIMIC-CXR reports found" in capsys.readouterr().err
+
+
+def test_zip_member_missing_is_a_bad_record_naming_zip_and_member(mimic, tmp_path) -> None:
+    reports = take_reports(mimic)
+    del reports["files/p10/p10000764/s57375967.txt"]
+    archive = write_reports_zip(tmp_path / "reports", reports) / "mimic-cxr-reports.zip"
+    options = {"reports": str(archive)}
+    (bad,) = DATASETS.get("mimic_cxr").records(mimic, "validation", options)
+    assert isinstance(bad, BadRecord)
+    assert str(bad) == (
+        f"mimic_cxr: {mimic / 'mimic-cxr-2.0.0-split.csv.gz'} line 5: report: "
+        f"files/p10/p10000764/s57375967.txt is not in {archive}"
+    )
+
+
+def test_no_reports_and_bad_report_locations_are_named(mimic, tmp_path) -> None:
+    dataset = DATASETS.get("mimic_cxr")
+    reports = take_reports(mimic)
+    with pytest.raises(DataError) as err:
+        dataset.records(mimic, "train")  # raised at the call, before any record
+    message = str(err.value)
+    assert message.startswith("mimic_cxr: no MIMIC-CXR reports found: looked for ")
+    assert f"in {mimic.resolve()};" in message and "--option reports=PATH" in message
+    write_reports_zip(mimic.parent / "mimic-cxr", reports)  # beside mimic-cxr-jpg/, unversioned
+    assert len(list(dataset.records(mimic, "train"))) == 2
+    (mimic.parent / "mimic-cxr" / "mimic-cxr-reports.zip").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"option reports=.*empty: found neither .*empty/mimic-c"):
+        dataset.records(mimic, "train", {"reports": str(empty)})
+    fake = tmp_path / "fake.zip"
+    fake.write_text("not a zip")
+    with pytest.raises(DataError, match=r"fake\.zip is not a readable zip archive"):
+        dataset.records(mimic, "train", {"reports": str(fake)})
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("notes/readme.txt", "not the reports")
+    with pytest.raises(DataError, match=r"other\.zip holds none of the reports of the first stu"):
+        dataset.records(mimic, "train", {"reports": str(other)})
+    with pytest.raises(ConfigError, match=r"'mimic_cxr_conditions' takes no options"):
+        DATASETS.get("mimic_cxr_conditions").records(mimic, "train", {"reports": str(other)})
