@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
+from generalist.train.config_paths import anchor_paths
 
 
 class _Strict(BaseModel):
@@ -183,7 +184,10 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key."""
+    """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key.
+
+    Relative paths in the file are relative to its folder, those of the overrides to the
+    current directory (generalist.train.config_paths)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -200,6 +204,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
         data = loaded or {}
+        anchor_paths(data, path.parent)  # relative paths in the file: from the file's folder
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     check_keys(data, TrainConfig)

@@ -13,12 +13,8 @@ from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError, DataError, GeneralistError
 from generalist.shards.manifest import load_manifest, verify_dataset
 from generalist.train.config import TrainConfig
+from generalist.train.config_paths import looks_like_path
 from generalist.train.deepspeed_config import deepspeed_json
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "org/name"; anything absolute, relative-dotted, home-based or deeper is local.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def _check_model_source(key: str, name: str | None) -> None:
@@ -26,7 +22,7 @@ def _check_model_source(key: str, name: str | None) -> None:
     (otherwise it is downloaded later, and a wrong id fails there)."""
     if not name:
         return
-    if _looks_like_path(name):
+    if looks_like_path(name) or Path(name).exists():
         if not Path(name).expanduser().exists():
             raise ConfigError(
                 f"config key {key!r}: {name!r} is not an existing local path "
