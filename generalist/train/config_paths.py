@@ -31,11 +31,11 @@ PATH_KEYS: dict[str, str] = {
 
 # How each kind reads in the generated config reference (generalist.train.config_docs).
 KIND_NOTES: dict[str, str] = {
-    "module": "entries that are files (`x.py`, `a/b.py`) are paths; dotted module names are not",
-    "path": "a path",
-    "checkpoint": "a path unless `auto` or `none`",
-    "model_source": "a path when it starts with `./`, `../`, `/`, `~`, has two or more `/`, or "
-    "exists there; else a hub id",
+    "module": "file entries (`x.py`, `a/b.py`) are relative to the config file's folder",
+    "path": "relative to the config file's folder",
+    "checkpoint": "a checkpoint path is relative to the config file's folder",
+    "model_source": "a path (it starts with `./`, `../`, `/` or `~`, has two or more `/`, or "
+    "exists there) is relative to the config file's folder; else a hub id",
 }
 
 
