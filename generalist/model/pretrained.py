@@ -6,16 +6,20 @@ generalist.model.model_dir's job."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
+from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
 
 
 def _load(what: str, key: str, fn: Any, src: str) -> Any:
     """Call a transformers loader; turn a missing/bad checkpoint into a ConfigError naming key."""
+    if not looks_like_path(src) and not Path(src).expanduser().exists():
+        check_hub_id(key, src)  # no network: an error in a second, not after the hub's retries
     try:
         return fn(src)
     except (OSError, ValueError, KeyError) as err:

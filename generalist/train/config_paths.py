@@ -15,6 +15,8 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from generalist.model.hub import looks_like_path
+
 # dotted key -> what makes its value a path (see _is_path)
 PATH_KEYS: dict[str, str] = {
     "imports": "module",
@@ -37,12 +39,6 @@ KIND_NOTES: dict[str, str] = {
     "model_source": "a path (it starts with `./`, `../`, `/` or `~`, has two or more `/`, or "
     "exists there) is relative to the config file's folder; else a hub id",
 }
-
-
-def looks_like_path(value: str) -> bool:
-    """True for a value that can only be a local path, never a hub id (`org/name`)."""
-    # Hub ids are "org/name"; anything absolute, dotted-relative, home-based or deeper is local.
-    return value.startswith(("/", ".", "~")) or value.count("/") > 1
 
 
 def _is_path(kind: str, value: str, base: Path) -> bool:

@@ -77,7 +77,10 @@ def test_file_errors(tmp_path: Path) -> None:
     ],
 )
 def test_check_config_errors(tiny_config, overrides, message, monkeypatch) -> None:
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)  # restored after
     with pytest.raises(ConfigError) as err:
         check_config(load_config(tiny_config(), overrides))
     assert message in str(err.value)
@@ -190,3 +193,49 @@ def test_relative_paths_in_a_file_are_from_its_folder(tiny_config, tmp_path, mon
     config.write_text(yaml.safe_dump(data))
     cfg = load_config(config)
     assert cfg.imports == ["json"] and cfg.model.name_or_path == "org/model"
+
+
+@pytest.fixture
+def no_hub(tmp_path: Path, monkeypatch):
+    """The hub endpoint on a closed local port (no network) and an empty cache in tmp_path."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the socket is: connections are refused
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "hub"
+
+
+def test_hub_id_without_network_is_a_config_error(tiny_config, no_hub) -> None:
+    cfg = load_config(tiny_config(), ["model.tiny=null", "model.name_or_path=nobody/no-model"])
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert str(err.value).startswith("config key 'model.name_or_path': 'nobody/no-model' is a ")
+    assert "cannot be reached (no network?)" in str(err.value)
+
+
+def test_cached_hub_id_without_network_goes_offline(tiny_config, no_hub, capsys) -> None:
+    import os
+
+    from huggingface_hub import constants
+
+    snapshot = no_hub / "models--org--cached" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (no_hub / "models--org--cached" / "refs").mkdir()
+    (no_hub / "models--org--cached" / "refs" / "main").write_text("a" * 40)
+    cfg = load_config(tiny_config(), ["model.tiny=null", "model.name_or_path=org/cached"])
+    try:
+        check_config(cfg)
+        assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    assert (
+        "'org/cached' is loaded from the local cache (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
+    )
