@@ -18,6 +18,7 @@ from generalist.catalog.mixture import Mixture
 from generalist.train.checkpoint import load_checkpoint, save_checkpoint
 from generalist.train.checkpoint_layout import check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
+from generalist.train.data_metrics import data_metrics
 from generalist.train.periodic_eval import periodic_evaluation
 from generalist.train.rng_state import set_rng_state
 from generalist.train.setup import setup_data, setup_engine, setup_model, setup_tracker
@@ -60,8 +61,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
         step += 1
         if step % cfg.logging.every == 0 or step == cfg.steps:
             metrics = meter.summary(engine.get_lr()[0])  # collective: every rank calls it
-            rates = stream.realized_rates()
-            metrics.update({f"data/{t}/realized_rate": r for t, r in rates.items()})
+            metrics.update(data_metrics(stream, cfg.skip_bad, device))  # collective too
             if tracker is not None:
                 tracker.log_metrics(metrics, step=step)
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):
