@@ -10,7 +10,8 @@
 Every metric is appended to `<run_dir>/metrics.jsonl` first (one JSON object per call:
 {"step", "time", <key>: value, ...}; non-finite values are written as null), params to
 `<run_dir>/params.json` and tables to `<run_dir>/tables/<name>.jsonl`, so a run is readable with
-no MLflow at all. MLflow calls go through a queue: when the server does not answer, the tracker
+no MLflow at all; `<run_dir>/run.json` keeps the run's URI, experiment, name and tags for
+`generalist sync`. MLflow calls go through a queue: when the server does not answer, the tracker
 warns once, keeps the queue, retries at most every `retry_s` seconds on later calls and on
 `sync()`, and sends the backlog in order once it answers. `mlflow=False` keeps the local
 records only. The MLflow run id is kept in
@@ -80,6 +81,10 @@ class Tracker:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # who the run is, for `generalist sync` to create it as it was meant (name, tags, ...)
+        identity = {"tracking_uri": self.tracking_uri, "experiment": experiment}
+        identity.update(run_name=self.run_name, tags=self._tags)
+        atomic_write(self.run_dir / "run.json", json.dumps(identity, indent=1))
         if is_remote(self.tracking_uri):
             # Fail fast instead of mlflow's default minutes of HTTP retries; the queue retries.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -150,7 +155,8 @@ class Tracker:
         if not self.sync():
             warnings.warn(
                 f"MLflow at {self.tracking_uri} did not answer; {self.pending} call(s) not sent. "
-                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/)",
+                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/): send "
+                f"it once MLflow answers with `generalist sync {self.run_dir}`",
                 stacklevel=2,
             )
 
@@ -188,7 +194,8 @@ class Tracker:
             self._warned = True
             warnings.warn(
                 f"MLflow at {self.tracking_uri} is unreachable ({why}); training goes on, "
-                f"metrics go to {self.run_dir / 'metrics.jsonl'} and are sent when it is back",
+                f"metrics go to {self.run_dir / 'metrics.jsonl'} and are sent when it is back "
+                f"(or later with `generalist sync {self.run_dir}`)",
                 stacklevel=4,
             )
 

@@ -110,3 +110,38 @@ def test_disabled_tracker_writes_nothing(tmp_path: Path) -> None:
     tracker.log_metrics({"a": 1.0}, 0)
     tracker.close()
     assert not (tmp_path / "run").exists()
+
+
+def test_sync_creates_the_run_with_its_name_experiment_and_tags(
+    mlflow_proxy, mlflow_server: str, tmp_path: Path
+) -> None:
+    """MLflow away for the whole run: `generalist sync` later creates the run as it was meant
+    (not a run named "null" in experiment "generalist"), and the warnings say to run it."""
+    from generalist.tracking.sync import sync
+
+    mlflow_proxy.down()
+    run_dir = tmp_path / "run"
+    with pytest.warns(UserWarning) as caught:
+        tracker = Tracker(
+            run_dir,
+            tracking_uri=mlflow_proxy.url,
+            experiment="kept-experiment",
+            run_name="kept-name",
+            tags={"generalist.kind": "train"},
+            retry_s=3600,
+        )
+        # as training logs its config: logging.run_name None is the param text "null"
+        tracker.log_params({"logging": {"run_name": None, "experiment": "kept-experiment"}})
+        tracker.log_metrics({"train/loss": 1.0}, 1)
+        tracker.close()
+    warned = [str(w.message) for w in caught if "MLflow at" in str(w.message)]
+    assert len(warned) == 2 and all(f"`generalist sync {run_dir}`" in m for m in warned), warned
+    mlflow_proxy.up()
+    done = sync(run_dir)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(done["run_id"])
+    assert done["tracking_uri"] == mlflow_proxy.url
+    assert run.info.run_name == "kept-name"
+    assert client.get_experiment(run.info.experiment_id).name == "kept-experiment"
+    assert run.data.tags["generalist.kind"] == "train"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1.0]
