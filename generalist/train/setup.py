@@ -1,6 +1,7 @@
 """The setup functions of a training run, each called once by generalist.train.loop: the model
 (built on every rank, rank 0 first), the DeepSpeed engine with its optimizer and schedule, this
-rank's data (stream and length-grouped micro-batches) and rank 0's tracker."""
+rank's data (stream and length-grouped micro-batches). Rank 0's tracker:
+generalist.train.resume.open_run_log."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from generalist.mixing.stream import MixtureStream, build_stream
 from generalist.model.build import build_model
 from generalist.model.bundle import ModelBundle
 from generalist.shards.manifest import read_records
-from generalist.tracking.tracker import Tracker
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 
@@ -112,16 +112,3 @@ def setup_data(
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = stream.dataloader(collate_fn=list, generator=generator)
     return stream, grouped_batches(loader, collator, micro, start)
-
-
-def setup_tracker(cfg: TrainConfig) -> Tracker:
-    """Rank 0's tracker: metrics.jsonl always; MLflow unless logging.mlflow is false."""
-    tracker = Tracker(
-        cfg.output_dir,
-        tracking_uri=cfg.logging.tracking_uri,
-        experiment=cfg.logging.experiment,
-        run_name=cfg.logging.run_name or cfg.output_dir.name,
-        mlflow=cfg.logging.mlflow,
-    )
-    tracker.log_params(cfg.model_dump(mode="json"))
-    return tracker
