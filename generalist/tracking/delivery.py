@@ -13,14 +13,18 @@ a resumed run's rewind of its records to the checkpoint it resumes from.
 
 A new MLflow run (another run_id) starts a new record.
 
-rewind(run_dir, step): a run resumed from the checkpoint of `step` set asides, into
+rewind(run_dir, step): a run resumed from the checkpoint of `step` sets aside, into
 metrics.set_aside.jsonl (each line with "resumed_from": step; nothing is deleted), the lines the
 interrupted process logged after that step, so metrics.jsonl reads as one run.
+move_previous(run_dir): a run that starts afresh (step 0) in a used run dir is a new run: the
+records of the previous one move to previous-<time>/, and a new MLflow run is made.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from generalist.tracking.run_records import METRICS
 
 RECORD = "mlflow_sent.json"
 SET_ASIDE = "metrics.set_aside.jsonl"
+RUN_FILES = (METRICS, SET_ASIDE, RECORD, "params.json", "mlflow_run.json", "run.json", "tables")
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
@@ -95,3 +100,20 @@ def rewind(run_dir: Path, step: int) -> int:
         atomic_write(run_dir / RECORD, json.dumps(record))
     atomic_write(path, "".join(line + "\n" for line in lines[:cut]))
     return len(lines) - cut
+
+
+def move_previous(run_dir: Path) -> Path | None:
+    """Move a previous run's records (RUN_FILES) to run_dir/previous-<time>/; its folder, or
+    None when there were none."""
+    found = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    if not found:
+        return None
+    target = run_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while target.exists():
+        n += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{n}")
+    target.mkdir()
+    for path in found:
+        os.replace(path, target / path.name)
+    return target

@@ -8,7 +8,8 @@
   checkpoint's optimizer and scheduler state would otherwise bring back the old lr, betas and
   weight decay (warmup, decay and steps shape the new schedule from the restored step on).
 - `open_run_log(cfg, step)`: rank 0's tracker (metrics.jsonl always; MLflow unless
-  logging.mlflow is false) on a run dir whose records read as one run: the
+  logging.mlflow is false) on a run dir whose records read as one run: a run starting at step 0
+  is a new run (a previous one's records move to previous-<time>/, MLflow gets a new run); the
   lines an interrupted process logged after `step` are set aside (generalist.tracking.delivery),
   and params are logged so MLflow never refuses them: every key once, at the first start; a
   later value as a new key `resume.<step>.<key>`.
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from generalist.tracking.delivery import SET_ASIDE, rewind
+from generalist.tracking.delivery import SET_ASIDE, move_previous, rewind
 from generalist.tracking.mlflow_calls import flatten_params
 from generalist.tracking.tracker import Tracker
 from generalist.train.checkpoint_layout import RESUME_KEYS, check_resumable, resolve_resume
@@ -151,6 +152,10 @@ def open_run_log(cfg: TrainConfig, step: int) -> Tracker:
     """Rank 0's tracker at `step` (0: a fresh start): set aside what was logged after `step`,
     then log the params MLflow does not have."""
     out = cfg.output_dir
+    if step == 0 and out.is_dir():  # a new run (no checkpoint to resume): a new MLflow run too
+        previous = move_previous(out)
+        if previous is not None:
+            print(f"generalist train: starting afresh; the previous run's records: {previous}")
     aside = rewind(out, step) if out.is_dir() else 0
     if aside:
         print(

@@ -122,3 +122,28 @@ def test_params_mlflow_never_refuses() -> None:
     third = params_to_log({**changed, "optim.lr": "0.001"}, logged, 4)
     assert third == {"resume.4-2.optim.lr": "0.001"}
     assert not set(third) & set(logged)
+
+
+def test_a_fresh_start_in_a_used_run_dir_is_a_new_run(tiny_config, tmp_path) -> None:
+    """Step 0 (resume=none, or no checkpoint yet): the previous run's records move aside and a
+    new MLflow run is made, so its params and steps never mix with the new one's."""
+    from mlflow import MlflowClient
+
+    from generalist.train.resume import open_run_log
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = [f"output_dir={tmp_path / 'run'}", "logging.mlflow=true", f"logging.tracking_uri={uri}"]
+    old = open_run_log(load_config(tiny_config(), base), 0)
+    old.log_metrics({"train/loss": 5.0}, 1)
+    old.close()
+    new = open_run_log(load_config(tiny_config(), [*base, "optim.lr=0.5", "resume=none"]), 0)
+    new.log_metrics({"train/loss": 1.0}, 1)
+    new.close()
+    assert new.run_id != old.run_id
+    (previous,) = (tmp_path / "run").glob("previous-*")
+    assert json.loads((previous / "metrics.jsonl").read_text())["train/loss"] == 5.0
+    assert json.loads((previous / "params.json").read_text())["optim.lr"] == "0.003"
+    client = MlflowClient(uri)
+    assert client.get_run(new.run_id).data.params["optim.lr"] == "0.5"
+    assert [m.value for m in client.get_metric_history(new.run_id, "train/loss")] == [1.0]
+    assert [m.value for m in client.get_metric_history(old.run_id, "train/loss")] == [5.0]
