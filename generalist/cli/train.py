@@ -11,11 +11,13 @@ is generalist.train.loop.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from generalist.train.config import load_config
 from generalist.train.preflight import check_config
+from generalist.train.resume import finished
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -29,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     mixture = check_config(cfg)  # everything checkable is checked before torch is imported
+    done = finished(cfg)  # a finished run says so now, not after loading everything
+    if done:
+        if os.environ.get("RANK", "0") == "0":  # once under a launcher
+            print(done)
+        return 0
     # imported here so that a config error is reported in a second, without torch and deepspeed
     from generalist.train.loop import train
 

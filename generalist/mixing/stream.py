@@ -62,6 +62,7 @@ from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks
 from generalist.mixing.progress import StreamProgress
 from generalist.mixing.schedule import Schedule
 from generalist.mixing.shares import segment_records, slot_records
+from generalist.mixing.workers_counted import counted
 from generalist.seeds import stable_seed
 
 __all__ = ["MixtureStream", "StreamLoader", "build_stream"]
@@ -87,7 +88,7 @@ class MixtureStream(IterableDataset):
         self.batch_size: int | None = config["batch_size"]
         self.train: bool = config["train"]
         self.skip_bad = skip_bad
-        self.skipped = 0  # bad samples seen by this process (workers report via warnings)
+        self.skipped = 0  # bad samples consumed (StreamLoader adds those its workers met)
         names = [p.task.name for p in plans]
         self.progress = StreamProgress(
             names, self._schedule, self.rank_batch, self.world_size, self.slots
@@ -234,15 +235,16 @@ class StreamLoader:
         stream = self.stream
         if stream.train:
             stream.progress.catch_up()  # workers start from the main process's current state
-        loader = DataLoader(
-            stream,
-            batch_size=stream.batch_size,
-            num_workers=stream.num_workers,
-            **self.kwargs,
-        )
+        workers = stream.num_workers > 0
+        # with workers each batch comes with the bad samples its worker met (workers_counted)
+        dataset, kwargs = counted(stream, self.kwargs) if workers else (stream, self.kwargs)
+        loader = DataLoader(dataset, stream.batch_size, num_workers=stream.num_workers, **kwargs)
         for batch in loader:
-            if stream.train and stream.num_workers > 0:
-                stream.advance(stream.rank_batch)  # in-process streams count their own yields
+            if workers:
+                skipped, batch = batch
+                stream.skipped += skipped  # a worker's count reaches us with its batch
+                if stream.train:
+                    stream.advance(stream.rank_batch)  # in-process streams count their yields
             yield batch
 
     def state_dict(self) -> dict[str, Any]:

@@ -28,23 +28,30 @@ class TinyModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vision_layers: int = Field(2, ge=1)
-    text_layers: int = Field(2, ge=1)
-    hidden_size: int = Field(64, ge=8)
-    heads: int = Field(4, ge=1)
-    intermediate_size: int | None = Field(None, ge=8)  # None: 4 * hidden_size
-    image_size: int = Field(64, ge=8)
-    patch_size: int = Field(16, ge=2)
-    vocab_size: int = Field(4000, ge=16)
-    tokenizer: Literal["word", "bpe"] = "word"
-    tokenizer_corpus: str | None = None
-    max_position_embeddings: int = Field(2048, ge=16)
-    seed: int = 0  # same weights on every rank: ZeRO-3 partitions each rank's own copy
-    architecture: Literal["llava", "blip2"] = "llava"  # blip2: Q-Former + T5 encoder-decoder
-    num_query_tokens: int = Field(8, ge=1)  # blip2 only: image tokens per image
-    # llava only: a CLIPVisionModel dir (e.g. from `generalist pretrain-vision`) whose weights
-    # start the vision tower, as real LLaVA starts from a pretrained CLIP
-    vision_init: str | None = None
+    vision_layers: int = Field(2, ge=1, description="vision transformer layers")
+    text_layers: int = Field(2, ge=1, description="language model layers")
+    hidden_size: int = Field(64, ge=8, description="width of both (a multiple of heads)")
+    heads: int = Field(4, ge=1, description="attention heads")
+    intermediate_size: int | None = Field(None, ge=8, description="MLP width; default 4 x hidden")
+    image_size: int = Field(64, ge=8, description="input image side in pixels")
+    patch_size: int = Field(16, ge=2, description="vision patch side (image_size is a multiple)")
+    vocab_size: int = Field(4000, ge=16, description="cap of the locally trained vocabulary")
+    tokenizer: Literal["word", "bpe"] = Field("word", description="tokenizer trained locally")
+    tokenizer_corpus: str | None = Field(
+        None, description="text file to train it on (one text a line); default the mixture's"
+    )
+    max_position_embeddings: int = Field(2048, ge=16, description="longest sequence")
+    # same weights on every rank: ZeRO-3 partitions each rank's own copy
+    seed: int = Field(0, description="seed of the weights (the same on every rank)")
+    architecture: Literal["llava", "blip2"] = Field(
+        "llava", description="llava: CLIP + Llama; blip2: ViT + Q-Former + T5 encoder-decoder"
+    )
+    num_query_tokens: int = Field(8, ge=1, description="blip2 only: image tokens per image")
+    vision_init: str | None = Field(
+        None,
+        description="llava only: a CLIPVisionModel dir (`generalist pretrain-vision`) that "
+        "starts the vision tower, as real LLaVA starts from a pretrained CLIP",
+    )
 
     @model_validator(mode="after")
     def _shapes(self) -> TinyModelConfig:
@@ -68,16 +75,28 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name_or_path: str | None = None
-    tiny: TinyModelConfig | None = None
-    family: Family = "auto"
-    vision_encoder: str | None = None
-    language_model: str | None = None
-    projector_hidden_act: str = "gelu"
-    freeze_vision: bool = True
-    freeze_language_model: bool = False
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gradient_checkpointing: bool = False
+    name_or_path: str | None = Field(
+        None, description="a hub id, a Hugging Face model dir or a generalist model dir"
+    )
+    tiny: TinyModelConfig | None = Field(
+        None, description="a tiny model built from config (tests, the demo)"
+    )
+    family: Family = Field(
+        "auto",
+        description="auto: from the checkpoint's config; composed: vision_encoder + "
+        "language_model joined by a new projector",
+    )
+    vision_encoder: str | None = Field(None, description="family composed: the vision encoder")
+    language_model: str | None = Field(None, description="family composed: the causal LM")
+    projector_hidden_act: str = Field("gelu", description="family composed: projector activation")
+    freeze_vision: bool = Field(True, description="keep the vision tower frozen")
+    freeze_language_model: bool = Field(
+        False, description="with lora.enabled false: train the projector only (LLaVA stage 1)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the weights are loaded in"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -115,15 +134,21 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
-    r: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    enabled: bool = Field(True, description="false: train the (unfrozen) model in full")
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float = Field(16, gt=0, description="LoRA scaling (alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="module-name suffixes that get LoRA",
     )
-    modules_to_save: list[str] = Field(default_factory=lambda: ["multi_modal_projector"])
-    language_model_only: bool = True
+    modules_to_save: list[str] = Field(
+        default_factory=lambda: ["multi_modal_projector"],
+        description="modules trained in full and saved with the adapter",
+    )
+    language_model_only: bool = Field(
+        True, description="target_modules match inside the language model only"
+    )
 
     @model_validator(mode="after")
     def _targets(self) -> LoraSettings:

@@ -6,16 +6,20 @@ generalist.model.model_dir's job."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
+from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
 
 
 def _load(what: str, key: str, fn: Any, src: str) -> Any:
     """Call a transformers loader; turn a missing/bad checkpoint into a ConfigError naming key."""
+    if not looks_like_path(src) and not Path(src).expanduser().exists():
+        check_hub_id(key, src)  # no network: an error in a second, not after the hub's retries
     try:
         return fn(src)
     except (OSError, ValueError, KeyError) as err:
@@ -53,18 +57,46 @@ def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> A
 def load_processor(src: str, family: str, key: str = "model.name_or_path") -> Any:
     """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos).
 
-    A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there).
+    A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there). A local
+    model dir saved without its processor is a ConfigError saying so and how to save one.
     """
     from transformers import AutoProcessor, AutoTokenizer
 
-    if family == "causal_lm":
-        tok = _load("the tokenizer", key, AutoTokenizer.from_pretrained, src)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        return tok
-    if needs_fallback(src):
-        return _load("the processor", key, MRopeProcessor.from_pretrained, src)
-    return _load("the processor", key, AutoProcessor.from_pretrained, src)
+    try:
+        if family == "causal_lm":
+            tok = _load("the tokenizer", key, AutoTokenizer.from_pretrained, src)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            return tok
+        if needs_fallback(src):
+            return _load("the processor", key, MRopeProcessor.from_pretrained, src)
+        return _load("the processor", key, AutoProcessor.from_pretrained, src)
+    except ConfigError:
+        missing = _missing_processor_files(src, family)
+        if missing:
+            what = "tokenizer" if family == "causal_lm" else "processor"
+            cls = "AutoTokenizer" if family == "causal_lm" else "AutoProcessor"
+            raise ConfigError(
+                f"{key}: {src!r} holds a model but no {what} ({missing} not there: "
+                f"model.save_pretrained saves the weights only); save the {what} of the model "
+                f"it was trained from beside it: {cls}.from_pretrained(BASE).save_pretrained("
+                f"{src!r})"
+            ) from None
+        raise
+
+
+def _missing_processor_files(src: str, family: str) -> str | None:
+    """'tokenizer_config.json' / 'preprocessor_config.json' when a local dir lacks them."""
+    path = Path(src).expanduser()
+    if not path.is_dir():
+        return None
+    names = {p.name for p in path.iterdir()}
+    missing = []
+    if not names & {"tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json"}:
+        missing.append("tokenizer_config.json")
+    if family != "causal_lm" and not names & {"preprocessor_config.json", "processor_config.json"}:
+        missing.append("preprocessor_config.json")
+    return " and ".join(missing) or None
 
 
 def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
@@ -73,7 +105,8 @@ def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
     family = detect_family(src) if cfg.family == "auto" else cfg.family
     if cfg.family == "llava" and detect_family(src) != "llava":
         raise ConfigError(f"model.family: {src!r} is not a LLaVA model; use family: auto")
-    return load_auto_model(src, family), load_processor(src, family), family
+    processor = load_processor(src, family)  # first: a missing one is found before the weights
+    return load_auto_model(src, family), processor, family
 
 
 def compose(cfg: ModelConfig) -> tuple[Any, Any, str]:

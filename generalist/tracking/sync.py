@@ -25,6 +25,12 @@ def _read_json(path: Path) -> dict:
         raise GeneralistError(f"{path} is not valid JSON ({err}); fix or remove it") from None
 
 
+def _param(params: dict, key: str) -> str | None:
+    """A flattened param as given; None for a None logged as the text "null"."""
+    value = params.get(key)
+    return None if value in (None, "null", "None", "") else value
+
+
 def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
     """Send run_dir's params, tables and unsent metrics; returns what was done."""
     if not (run_dir / "metrics.jsonl").is_file() and not (run_dir / "params.json").is_file():
@@ -34,9 +40,9 @@ def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
         )
     pointer = _read_json(run_dir / "mlflow_run.json")
     params = _read_json(run_dir / "params.json")
-    uri = tracking_uri or pointer.get("tracking_uri") or params.get("logging.tracking_uri")
-    if uri in (None, "null", "None"):
-        uri = None
+    identity = _read_json(run_dir / "run.json")  # written by the Tracker (older runs: params)
+    uri = tracking_uri or pointer.get("tracking_uri") or identity.get("tracking_uri")
+    uri = uri or _param(params, "logging.tracking_uri")
     if uri and is_remote(uri) and not server_answers(uri, timeout=10):
         raise GeneralistError(f"the MLflow server at {uri} does not answer; start it and re-run")
     sent = _read_json(run_dir / "mlflow_sent.json")
@@ -45,8 +51,11 @@ def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
     tracker = Tracker(
         run_dir,
         tracking_uri=uri,
-        experiment=params.get("logging.experiment", "generalist"),
-        run_name=params.get("logging.run_name") or run_dir.name,
+        experiment=identity.get("experiment")
+        or _param(params, "logging.experiment")
+        or "generalist",
+        run_name=identity.get("run_name") or _param(params, "logging.run_name") or run_dir.name,
+        tags=identity.get("tags") or {},
     )
     if params:
         tracker.log_params(params)

@@ -10,14 +10,17 @@
 Every metric is appended to `<run_dir>/metrics.jsonl` first (one JSON object per call:
 {"step", "time", <key>: value, ...}; non-finite values are written as null), params to
 `<run_dir>/params.json` and tables to `<run_dir>/tables/<name>.jsonl`, so a run is readable with
-no MLflow at all. MLflow calls go through a queue: when the server does not answer, the tracker
+no MLflow at all; `<run_dir>/run.json` keeps the run's URI, experiment, name and tags for
+`generalist sync`. MLflow calls go through a queue: when the server does not answer, the tracker
 warns once, keeps the queue, retries at most every `retry_s` seconds on later calls and on
 `sync()`, and sends the backlog in order once it answers. `mlflow=False` keeps the local
 records only. The MLflow run id is kept in
 `<run_dir>/mlflow_run.json`, so a resumed training run keeps logging into the same MLflow run.
 `<run_dir>/mlflow_sent.json` counts the metrics.jsonl lines MLflow has received; a later Tracker
 on the same run_dir (a resumed run, `generalist sync RUN_DIR`) sends the lines after it first,
-so a metric is sent once even across a kill (at worst the one line in flight is sent twice).
+so a metric is sent once even across a kill (the one line in flight is sent again with its own
+timestamp, which MLflow's SQL stores keep once), and a resumed run does not send again the steps
+MLflow has from the lines it set aside (generalist.tracking.delivery).
 
 Default tracking URI: $MLFLOW_TRACKING_URI, else the sqlite file `./mlruns/mlflow.db`
 (artifacts beside it in ./mlruns/artifacts), so nothing needs a server. `enabled=False` (ranks
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from generalist.atomic import atomic_write
+from generalist.tracking.delivery import read_record, unheld, write_record
 from generalist.tracking.mlflow_calls import (
     default_tracking_uri,
     ensure_experiment,
@@ -80,6 +84,10 @@ class Tracker:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # who the run is, for `generalist sync` to create it as it was meant (name, tags, ...)
+        identity = {"tracking_uri": self.tracking_uri, "experiment": experiment}
+        identity.update(run_name=self.run_name, tags=self._tags)
+        atomic_write(self.run_dir / "run.json", json.dumps(identity, indent=1))
         if is_remote(self.tracking_uri):
             # Fail fast instead of mlflow's default minutes of HTTP retries; the queue retries.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -88,7 +96,7 @@ class Tracker:
             Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # lines an earlier process wrote that MLflow may not have yet: sent first, when it answers
         self._lines = count_lines(self.run_dir / "metrics.jsonl")
-        if self._lines:
+        if self._lines or read_record(self.run_dir).get("resend"):
             self._queue.append(("backlog", self._lines))
         self._flush(force=True)
 
@@ -150,7 +158,8 @@ class Tracker:
         if not self.sync():
             warnings.warn(
                 f"MLflow at {self.tracking_uri} did not answer; {self.pending} call(s) not sent. "
-                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/)",
+                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/): send "
+                f"it once MLflow answers with `generalist sync {self.run_dir}`",
                 stacklevel=2,
             )
 
@@ -188,7 +197,8 @@ class Tracker:
             self._warned = True
             warnings.warn(
                 f"MLflow at {self.tracking_uri} is unreachable ({why}); training goes on, "
-                f"metrics go to {self.run_dir / 'metrics.jsonl'} and are sent when it is back",
+                f"metrics go to {self.run_dir / 'metrics.jsonl'} and are sent when it is back "
+                f"(or later with `generalist sync {self.run_dir}`)",
                 stacklevel=4,
             )
 
@@ -228,6 +238,8 @@ class Tracker:
         if kind == "metrics":
             values, step, stamp, line = payload
             if line >= self.sent_lines():  # else an earlier Tracker's backlog already held it
+                self._set_sent(sending=line)  # a kill from here to the next line: in doubt
+                values = unheld(self._sent(), self.run_id, values, step)
                 log_metrics(self._client, self.run_id, values, stamp, step)
                 self._set_sent(lines=line + 1)
         elif kind == "backlog":
@@ -235,10 +247,9 @@ class Tracker:
         else:
             send(self._client, self.run_id, kind, payload)
 
-    # ---- delivery record (mlflow_sent.json) ----------------------------------------------------
+    # ---- delivery record (mlflow_sent.json, generalist.tracking.delivery) ----------------------
     def _sent(self) -> dict[str, Any]:
-        path = self.run_dir / "mlflow_sent.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_record(self.run_dir)
 
     def sent_lines(self) -> int:
         """How many lines of metrics.jsonl the current MLflow run has received."""
@@ -246,13 +257,17 @@ class Tracker:
         return int(saved.get("lines", 0)) if saved.get("run_id") == self.run_id else 0
 
     def _set_sent(self, **values: Any) -> None:
-        saved = self._sent()
-        if self.run_id is not None and saved.get("run_id") != self.run_id:  # a new MLflow run
-            saved = {"run_id": self.run_id, "status": saved.get("status")}
-        atomic_write(self.run_dir / "mlflow_sent.json", json.dumps({**saved, **values}))
+        write_record(self.run_dir, self.run_id, **values)
 
     def _send_backlog(self, upto: int) -> None:
-        """Lines [sent_lines, upto) of metrics.jsonl (written by earlier processes) to MLflow."""
+        """Lines [sent_lines, upto) of metrics.jsonl (written by earlier processes) to MLflow,
+        after the set-aside lines in doubt at a kill (sent again: MLflow keeps one copy)."""
+        record = self._sent()
+        for row in record.get("resend", []) if record.get("run_id") == self.run_id else []:
+            row = dict(row)
+            step, stamp = int(row.pop("step")), int(float(row.pop("time")) * 1000)
+            log_metrics(self._client, self.run_id, row, stamp, step)
+        self._set_sent(resend=[])
         start = self.sent_lines()
         lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         for number in range(start, min(upto, len(lines))):
@@ -261,6 +276,7 @@ class Tracker:
             except json.JSONDecodeError:  # a line torn by a kill
                 continue
             step, stamp = int(row.pop("step")), int(float(row.pop("time")) * 1000)
+            row = unheld(record, self.run_id, row, step)
             log_metrics(self._client, self.run_id, row, stamp, step)
             self._set_sent(lines=number + 1)
         self._set_sent(lines=max(start, upto))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from generalist.catalog.registry import close_matches
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
+from generalist.train.config_paths import anchor_paths
 
 
 class _Strict(BaseModel):
@@ -30,67 +31,100 @@ class _Strict(BaseModel):
 
 
 class OptimConfig(_Strict):
-    """AdamW with linear warmup then decay to zero at `steps`."""
+    """AdamW with linear warmup, then decay to zero at `steps`."""
 
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (after warmup)")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warmup from 0 to lr")
+    decay: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="schedule after warmup, reaching 0 at `steps` (constant: stays)"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on matrices only")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
 class BatchConfig(_Strict):
+    """Batch geometry; the global batch is micro_batch_size x grad_accum x ranks."""
+
     micro_batch_size: int = Field(4, ge=1, description="examples per rank per forward")
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(512, ge=8)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_length: int = Field(512, ge=8, description="tokens per example (longer are cut)")
     group_by_length: int = Field(
         16, ge=0, description="sort this many micro-batches by length to cut padding; 0 = off"
     )
 
 
 class CheckpointConfig(_Strict):
+    """Checkpoints under `<output_dir>/checkpoints/`."""
+
     every: int = Field(500, ge=0, description="steps between checkpoints; 0 = only at the end")
     keep: int = Field(2, ge=1, description="complete checkpoints kept (older ones are removed)")
 
 
 class EvalConfig(_Strict):
+    """Periodic evaluation during training (`generalist evaluate` scores a checkpoint later)."""
+
     every: int = Field(0, ge=0, description="steps between evaluations; 0 = never")
     tasks: list[str] = Field(default_factory=list, description="default: the training tasks")
-    max_examples: int = Field(64, ge=1)
-    split: str = "validation"
+    max_examples: int = Field(64, ge=1, description="examples per task and evaluation")
+    split: str = Field("validation", description="the split evaluated")
 
 
 class LoggingConfig(_Strict):
-    every: int = Field(10, ge=1)
-    tracking_uri: str | None = None  # None: sqlite:///<output_dir>/mlflow.db
-    experiment: str = "generalist"
-    run_name: str | None = None
-    mlflow: bool = True  # metrics.jsonl is written either way
+    """Metrics: `<output_dir>/metrics.jsonl` always, MLflow from rank 0."""
+
+    every: int = Field(10, ge=1, description="steps between logged metrics")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (a server, or sqlite:///file.db: a relative file is "
+        "relative to the current directory); default $MLFLOW_TRACKING_URI, else "
+        "sqlite:///./mlruns/mlflow.db",
+    )
+    experiment: str = Field("generalist", description="MLflow experiment name")
+    run_name: str | None = Field(None, description="MLflow run name; default the output_dir name")
+    mlflow: bool = Field(True, description="false: metrics.jsonl only, no MLflow")
 
 
 class TrainConfig(_Strict):
     """Everything one training run needs; `generalist train CONFIG k=v ...` fills it."""
 
-    imports: list[str] = Field(default_factory=list)
-    mixture: str | None = None
-    tasks: dict[str, float] | None = None
-    shards: Path = Path("shards")
-    model: ModelConfig
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    deepspeed: int | str = 2
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    batch: BatchConfig = Field(default_factory=BatchConfig)
-    steps: int = Field(1000, ge=1)
-    seed: int = 0
-    output_dir: Path = Path("runs/default")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    resume: str | None = "auto"
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    imports: list[str] = Field(
+        default_factory=list,
+        description="your modules that register tasks/mixtures: files (my_tasks.py) or dotted "
+        "module names",
+    )
+    mixture: str | None = Field(None, description="a registered mixture (`generalist tasks`)")
+    tasks: dict[str, float] | None = Field(
+        None, description="or an inline mixture {task: rate} (exactly one of the two)"
+    )
+    shards: Path = Field(Path("shards"), description="root of the shards (`generalist shard`)")
+    model: ModelConfig = Field(description="the model: name_or_path, tiny or composed parts")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA through peft")
+    deepspeed: int | str = Field(
+        2, description="a ZeRO stage 0-3 (the bundled JSONs) or a DeepSpeed JSON file"
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on GPUs that have it, fp32 on CPU"
+    )
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer, schedule")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="batch geometry")
+    steps: int = Field(1000, ge=1, description="optimizer steps of the whole run")
+    seed: int = Field(0, description="seeds the model init, the mixture stream and dropout")
+    output_dir: Path = Field(
+        Path("runs/default"), description="checkpoints, metrics.jsonl, params.json of the run"
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="when to save, how many to keep"
+    )
+    resume: str | None = Field(
+        "auto", description="auto: the latest checkpoint under output_dir; a checkpoint; none"
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="periodic evaluation")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="metrics, MLflow")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for the stream")
-    skip_bad: bool = False
+    skip_bad: bool = Field(
+        False, description="replace bad samples by a fixed record of the same task (counted)"
+    )
     verify_shards: bool = Field(True, description="sha256 of the shards read vs the manifest")
 
     @field_validator("deepspeed")
@@ -183,7 +217,10 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key."""
+    """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key.
+
+    Relative paths in the file are relative to its folder, those of the overrides to the
+    current directory (generalist.train.config_paths)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -200,6 +237,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
         data = loaded or {}
+        anchor_paths(data, path.parent)  # relative paths in the file: from the file's folder
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     check_keys(data, TrainConfig)

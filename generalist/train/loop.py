@@ -18,9 +18,11 @@ from generalist.catalog.mixture import Mixture
 from generalist.train.checkpoint import load_checkpoint, save_checkpoint
 from generalist.train.checkpoint_layout import check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
+from generalist.train.data_metrics import data_metrics
 from generalist.train.periodic_eval import periodic_evaluation
+from generalist.train.resume import accept_changes, open_run_log
 from generalist.train.rng_state import set_rng_state
-from generalist.train.setup import setup_data, setup_engine, setup_model, setup_tracker
+from generalist.train.setup import setup_data, setup_engine, setup_model
 from generalist.train.step import LossMeter, batch_to_device, forward_losses
 
 
@@ -37,8 +39,9 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
     step, position, rng = 0, None, None
     if resume_from is not None:
         step, position, rng = load_checkpoint(resume_from, engine)
+        accept_changes(cfg, resume_from, step, engine, main=dist.is_main())
     stream, batches = setup_data(cfg, mixture, bundle, position)
-    tracker = setup_tracker(cfg) if dist.is_main() else None
+    tracker = open_run_log(cfg, step) if dist.is_main() else None
     meter = LossMeter([name for name, _ in mixture.tasks], device)
     if rng is not None:
         set_rng_state(rng)  # last, so nothing in setup draws from the restored streams
@@ -60,8 +63,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
         step += 1
         if step % cfg.logging.every == 0 or step == cfg.steps:
             metrics = meter.summary(engine.get_lr()[0])  # collective: every rank calls it
-            rates = stream.realized_rates()
-            metrics.update({f"data/{t}/realized_rate": r for t, r in rates.items()})
+            metrics.update(data_metrics(stream, cfg.skip_bad, device))  # collective too
             if tracker is not None:
                 tracker.log_metrics(metrics, step=step)
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):

@@ -11,36 +11,25 @@ from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import MIXTURES, Mixture, mixture_from_rates
 from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError, DataError, GeneralistError
+from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.shards.manifest import load_manifest, verify_dataset
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import deepspeed_json
 
 
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "org/name"; anything absolute, relative-dotted, home-based or deeper is local.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).exists()
-
-
 def _check_model_source(key: str, name: str | None) -> None:
-    """A local path must exist; a hub id must be in the local cache when HF_HUB_OFFLINE is set
-    (otherwise it is downloaded later, and a wrong id fails there)."""
+    """A local path must exist; a hub id must be cached, or the hub must answer (a second's
+    check, generalist.model.hub: not huggingface_hub's half a minute of retries)."""
     if not name:
         return
-    if _looks_like_path(name):
+    if looks_like_path(name) or Path(name).exists():
         if not Path(name).expanduser().exists():
             raise ConfigError(
                 f"config key {key!r}: {name!r} is not an existing local path "
                 f"(give a Hugging Face hub id, a local model directory, or model.tiny)"
             )
         return
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise ConfigError(
-                f"config key {key!r}: {name!r} is not in the local Hugging Face cache and "
-                f"HF_HUB_OFFLINE is set; download it first or give a local directory"
-            )
+    check_hub_id(key, name)
 
 
 def training_mixture(cfg: TrainConfig) -> Mixture:

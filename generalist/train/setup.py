@@ -1,6 +1,7 @@
 """The setup functions of a training run, each called once by generalist.train.loop: the model
 (built on every rank, rank 0 first), the DeepSpeed engine with its optimizer and schedule, this
-rank's data (stream and length-grouped micro-batches) and rank 0's tracker."""
+rank's data (stream and length-grouped micro-batches). Rank 0's tracker:
+generalist.train.resume.open_run_log."""
 
 from __future__ import annotations
 
@@ -20,20 +21,27 @@ from generalist.catalog.task import TASKS
 from generalist.mixing.stream import MixtureStream, build_stream
 from generalist.model.build import build_model
 from generalist.model.bundle import ModelBundle
-from generalist.shards.manifest import read_records
-from generalist.tracking.tracker import Tracker
+from generalist.shards.manifest import split_shards
+from generalist.shards.reader import iter_shard
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 
 
-def tokenizer_texts(mixture: Mixture, shards: Path, per_task: int = 20000) -> Iterator[str]:
+def tokenizer_texts(
+    mixture: Mixture, shards: Path, per_task: int = 20000, skip_bad: bool = False
+) -> Iterator[str]:
     """Texts a tiny model's tokenizer is trained on: instructions and the fields of train records
-    of every task (answers included, so each is a known word)."""
+    of every task (answers included, so each is a known word); skip_bad leaves bad samples out."""
     for name, _ in mixture.tasks:
         task = TASKS.get(name)
         yield from task.instructions
         yield "Instructions: Given <image>. Q: Options: (A) (B) (C) (D) A: <img>"
-        for n, record in enumerate(read_records(shards, task.dataset, "train")):
+        records = (
+            record
+            for shard in split_shards(shards, task.dataset, "train")
+            for record in iter_shard(shard.path, skip_bad=skip_bad, count=shard.count)
+        )
+        for n, record in enumerate(records):
             if n >= per_task:
                 break
             parts = task.parts_of(record)
@@ -44,7 +52,8 @@ def setup_model(cfg: TrainConfig, mixture: Mixture) -> ModelBundle:
     """Build the model on every rank with the same seed; rank 0 first, so a tiny model's
     tokenizer is trained once and the other ranks (and a resumed run) reuse it."""
     work_dir = cfg.output_dir / "model_work"
-    texts = tokenizer_texts(mixture, cfg.shards) if cfg.model.tiny is not None else None
+    tiny = cfg.model.tiny is not None
+    texts = tokenizer_texts(mixture, cfg.shards, skip_bad=cfg.skip_bad) if tiny else None
     bundle = None
     for turn in (True, False):
         if dist.is_main() == turn:
@@ -112,16 +121,3 @@ def setup_data(
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = stream.dataloader(collate_fn=list, generator=generator)
     return stream, grouped_batches(loader, collator, micro, start)
-
-
-def setup_tracker(cfg: TrainConfig) -> Tracker:
-    """Rank 0's tracker: metrics.jsonl always; MLflow unless logging.mlflow is false."""
-    tracker = Tracker(
-        cfg.output_dir,
-        tracking_uri=cfg.logging.tracking_uri,
-        experiment=cfg.logging.experiment,
-        run_name=cfg.logging.run_name or cfg.output_dir.name,
-        mlflow=cfg.logging.mlflow,
-    )
-    tracker.log_params(cfg.model_dump(mode="json"))
-    return tracker

@@ -23,6 +23,20 @@ def readme_user_module() -> str:
     return match.group(1)
 
 
+def test_readme_example_names_the_fields_the_code_reads() -> None:
+    """The example's comment lists the record fields; its code reads one of them."""
+    from generalist.catalog.records import DATASETS
+
+    code = readme_user_module()
+    comment = re.search(r"carry fields (.*)", code)
+    assert comment, "the example no longer says which fields its records carry"
+    named = {re.sub(r"\(.*?\)", "", part).strip() for part in comment.group(1).split(",")}
+    read = set(re.findall(r'fields\["(\w+)"\]', code))
+    dataset = DATASETS.get("easy_vqa_images")
+    record = next(iter(dataset.iter_records(dataset.default_source(), "train")))
+    assert read and read <= named - {"..."} <= set(record.fields), (read, named, record.fields)
+
+
 def test_tasks_json_lists_every_task(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tasks", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)

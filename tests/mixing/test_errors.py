@@ -6,6 +6,7 @@ import io
 import itertools
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,24 @@ def test_skip_bad_substitutes_and_keeps_resume_exact(root: Path) -> None:
         resumed = build_stream(ONE, root, seed=1, skip_bad=True)
         resumed.load_state_dict(state)
         assert head + ids(resumed, 87) == full
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_skipped_count_includes_every_worker(shard_root: Path, root: Path, workers: int) -> None:
+    """The main process's `stream.skipped` counts the bad samples the loop consumed, also those
+    met inside DataLoader workers: as often as the bad record's position came up in the same
+    stream over clean shards."""
+    rewrite_member(root / "st_few" / "train-000001.tar", "000000020.json", b"{not json")
+
+    def consumed(shards: Path) -> tuple[list[str], int]:
+        stream = build_stream(ONE, shards, seed=1, batch_size=4, num_workers=workers, skip_bad=True)
+        batches = itertools.islice(iter(stream.dataloader(collate_fn=list)), 40)
+        return [e.id for batch in batches for e in batch], stream.skipped
+
+    clean, none = consumed(shard_root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warnings themselves are covered above
+        damaged, skipped = consumed(root)
+    expected = clean.count("st_few-train-20")
+    assert none == 0 and expected >= 2 and "st_few-train-20" not in damaged
+    assert skipped == expected

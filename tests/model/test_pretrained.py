@@ -180,3 +180,39 @@ def test_composed_adds_the_image_token_to_a_plain_lm_tokenizer(parts, h, tmp_pat
         torch.testing.assert_close(
             again.model(**model_inputs(batch2)).logits, bundle.model(**model_inputs(batch)).logits
         )
+
+
+def test_model_dir_without_processor_says_so_before_loading_weights(
+    make_bundle, tmp_path, monkeypatch
+):
+    """model.save_pretrained alone writes no processor: the error says what is missing and how
+    to save it (not transformers' "give a local directory with a saved model"), and comes before
+    the weights are loaded."""
+    import generalist.model.pretrained as pretrained
+    from generalist.errors import ConfigError
+
+    make_bundle(lora={"enabled": False}).base_model.save_pretrained(tmp_path / "vlm")
+    monkeypatch.setattr(pretrained, "load_auto_model", lambda *a: pytest.fail("weights loaded"))
+    with pytest.raises(ConfigError) as err:
+        pretrained.load_pretrained(parse_model_config({"name_or_path": str(tmp_path / "vlm")}))
+    message = str(err.value)
+    assert message.startswith(f"model.name_or_path: '{tmp_path / 'vlm'}' holds a model but no ")
+    assert "tokenizer_config.json and preprocessor_config.json not there" in message
+    assert f"AutoProcessor.from_pretrained(BASE).save_pretrained('{tmp_path / 'vlm'}')" in message
+    assert "give a local directory" not in message and "\n" not in message
+    # a text-only LM saved without its tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=50,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "lm")
+    with pytest.raises(ConfigError) as err:
+        pretrained.load_pretrained(parse_model_config({"name_or_path": str(tmp_path / "lm")}))
+    assert "holds a model but no tokenizer (tokenizer_config.json not there" in str(err.value)
+    assert "AutoTokenizer.from_pretrained(BASE).save_pretrained(" in str(err.value)

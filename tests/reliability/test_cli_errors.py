@@ -124,3 +124,25 @@ def test_bad_input_is_one_line_exit_2(case: str, tmp: Path, shard_root: Path, cl
     assert len(errors) == 1, result.stderr
     assert expected.format(tmp=tmp) in errors[0], result.stderr
     assert not (tmp / "pwned").exists()
+
+
+def test_hub_id_without_network_fails_at_once(tmp: Path, shard_root: Path, cli, config_dict):
+    """No network (HF_ENDPOINT on a closed port, as a machine without one): the error names the
+    key and says the hub cannot be reached, with none of huggingface_hub's retry lines."""
+    import os
+
+    good = tmp / "hub.yaml"
+    good.write_text(yaml.safe_dump(config_dict(shard_root, tmp / "hub_out")))
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp / "hf_cache")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        result = cli("train", str(good), "model.tiny=null", "model.name_or_path=nobody/no-model")
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("generalist train: error: config key 'model.name_or_path': "), line
+    assert "http://127.0.0.1:9 cannot be reached" in line and "hf download nobody/no-model" in line

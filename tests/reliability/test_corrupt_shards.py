@@ -92,3 +92,31 @@ def test_bad_member_names_shard_and_key_or_is_skipped(root: Path, damage: str) -
         stream, ids = read_all(root, skip_bad=True)
     assert len(ids) == 48 and "train-c12" not in ids and "train-c13" in ids
     assert stream.skipped == 2  # counted: met once per epoch
+
+
+def test_skip_bad_in_training_counts_every_workers_skips(
+    root, shard_root, tmp_path, cli, config_dict
+):
+    """skip_bad with 2 DataLoader workers: the training log's data/skipped_samples counts the
+    bad samples met inside the workers, as often as the bad record's position came up."""
+    import json
+    import re
+
+    config = tmp_path / "run.yaml"
+    overrides = {"steps": 4, "skip_bad": True, "num_workers": 2, "verify_shards": False}
+    config.write_text(yaml.safe_dump(config_dict(root, tmp_path / "run", **overrides)))
+    cfg = load_config(config)
+    mixture = check_config(cfg)
+    window = cfg.batch.micro_batch_size * cfg.batch.group_by_length  # one window: 2 steps
+    clean = build_stream(mixture, shard_root, "train", cfg.seed, batch_size=window, num_workers=2)
+    windows = [[e.id for e in w] for w in itertools.islice(iter(clean.dataloader()), 2)]
+    bad = next(i for i in windows[0] if i.startswith("train-c"))  # a colour record, read early
+    index = int(re.search(r"(\d+)$", bad).group(1))
+    shard = root / "train_colors" / f"train-{index // 10:06d}.tar"
+    rewrite(shard, {f"{index:09d}.json": b"{not json"})
+    result = cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    skipped = [json.loads(line)["data/skipped_samples"] for line in lines]
+    first, both = windows[0].count(bad), windows[0].count(bad) + windows[1].count(bad)
+    assert first >= 1 and skipped == [first, first, both, both], (bad, windows, skipped)

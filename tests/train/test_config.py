@@ -77,7 +77,10 @@ def test_file_errors(tmp_path: Path) -> None:
     ],
 )
 def test_check_config_errors(tiny_config, overrides, message, monkeypatch) -> None:
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)  # restored after
     with pytest.raises(ConfigError) as err:
         check_config(load_config(tiny_config(), overrides))
     assert message in str(err.value)
@@ -132,11 +135,107 @@ def test_cli_config_error_stops_before_compute(tiny_config) -> None:
     assert "heavy False False" in proc.stdout
 
 
-def test_bundled_configs_load(shard_root: Path) -> None:
-    """Every YAML under configs/ starts with its command and loads (shards checked elsewhere)."""
-    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+def test_bundled_configs_load(shard_root: Path, monkeypatch) -> None:
+    """Every YAML under configs/ starts with its command and loads (shards checked elsewhere);
+    run as documented (from the repository root) its paths point where its comments say."""
+    repo = Path(__file__).parents[2]
+    monkeypatch.chdir(repo)
+    configs = sorted(Path("configs").glob("*.yaml"))
     assert configs
     for path in configs:
         assert path.read_text().startswith("# "), path
-        load_config(path)
+        cfg = load_config(path)
         assert yaml.safe_load(path.read_text())
+        for where in (cfg.shards, cfg.output_dir):
+            assert not where.is_absolute() and where.parts[0] != "configs", (path, where)
+        if isinstance(cfg.deepspeed, str):
+            assert Path(cfg.deepspeed).is_file(), (path, cfg.deepspeed)
+    assert load_config("configs/demo.yaml").shards == Path("demo_out/shards")
+    lora = load_config("configs/demo_lora.yaml").model.name_or_path
+    assert lora == "demo_out/warmup/checkpoints/step-000160/model"
+
+
+def test_relative_paths_in_a_file_are_from_its_folder(tiny_config, tmp_path, monkeypatch) -> None:
+    """imports, shards, output_dir, deepspeed, model paths: relative to the config file's folder,
+    whatever the current directory; key=value overrides stay relative to the current directory."""
+    data = yaml.safe_load(tiny_config().read_text())
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "my_tasks.py").symlink_to(Path(__file__).with_name("tiny_tasks.py"))
+    (project / "shards").symlink_to(data["shards"])
+    (project / "configs" / "zero.json").write_text(json.dumps({"zero_optimization": {}}))
+    (project / "vision").mkdir()
+    data.update(imports=["my_tasks.py"], shards="../shards", output_dir="../runs/x")
+    data.update(deepspeed="zero.json", resume="auto")
+    data["model"]["tiny"]["vision_init"] = "../vision"
+    config = project / "configs" / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../project/configs/run.yaml")
+    assert cfg.imports == ["../project/configs/my_tasks.py"]
+    assert cfg.shards == Path("../project/shards")
+    assert cfg.output_dir == Path("../project/runs/x")
+    assert cfg.deepspeed == "../project/configs/zero.json" and cfg.resume == "auto"
+    assert cfg.model.tiny.vision_init == "../project/vision"
+    assert check_config(cfg).rates() == {"train_colors": 0.5, "train_words": 0.5}
+    # the same file by its absolute path: the same places
+    assert load_config(config).shards == project / "shards"
+    # on the command line: from the current directory
+    cfg = load_config(config, ["shards=shards", "imports=[./my_tasks.py]", "output_dir=out"])
+    assert cfg.shards == Path("shards") and cfg.output_dir == Path("out")
+    assert cfg.imports == ["./my_tasks.py"]
+    with pytest.raises(ConfigError, match=r"config key 'imports': module file './my_tasks.py'"):
+        check_config(cfg)
+    # hub ids and dotted module names are not paths
+    data.update(imports=["json"], model={"name_or_path": "org/model"})
+    config.write_text(yaml.safe_dump(data))
+    cfg = load_config(config)
+    assert cfg.imports == ["json"] and cfg.model.name_or_path == "org/model"
+
+
+@pytest.fixture
+def no_hub(tmp_path: Path, monkeypatch):
+    """The hub endpoint on a closed local port (no network) and an empty cache in tmp_path."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the socket is: connections are refused
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "hub"
+
+
+def test_hub_id_without_network_is_a_config_error(tiny_config, no_hub) -> None:
+    cfg = load_config(tiny_config(), ["model.tiny=null", "model.name_or_path=nobody/no-model"])
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert str(err.value).startswith("config key 'model.name_or_path': 'nobody/no-model' is a ")
+    assert "cannot be reached (no network?)" in str(err.value)
+
+
+def test_cached_hub_id_without_network_goes_offline(tiny_config, no_hub, capsys) -> None:
+    import os
+
+    from huggingface_hub import constants
+
+    snapshot = no_hub / "models--org--cached" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (no_hub / "models--org--cached" / "refs").mkdir()
+    (no_hub / "models--org--cached" / "refs" / "main").write_text("a" * 40)
+    cfg = load_config(tiny_config(), ["model.tiny=null", "model.name_or_path=org/cached"])
+    try:
+        check_config(cfg)
+        assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    assert (
+        "'org/cached' is loaded from the local cache (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
+    )

@@ -61,7 +61,7 @@ def finish(proc: subprocess.Popen, config: Path) -> None:
 
 
 def losses(out: Path) -> dict[int, float]:
-    """step -> train/loss, the last line per step winning (a resumed run re-logs steps)."""
+    """step -> train/loss (the last line per step winning, should a step be there twice)."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     return {row["step"]: row["train/loss"] for row in rows}
 
@@ -103,7 +103,10 @@ def test_kill_9_then_resume_matches_uninterrupted_run(zero2_run, tiny_config_mod
     reference = losses(zero2_run[1])
     # The same run, only longer (a constant lr does not depend on `steps`), so it is still
     # training when the kill lands; it resumes with steps=12 to compare with the reference.
-    config = tiny_config_module("killed.yaml", deepspeed=2, steps=40, **LORA)
+    # It logs to MLflow (a local sqlite file), which must get every step once.
+    uri = f"sqlite:///{zero2_run[0].parent / 'killed_mlflow.db'}"
+    mlflow = {"logging.mlflow": True, "logging.tracking_uri": uri}
+    config = tiny_config_module("killed.yaml", deepspeed=2, steps=40, **LORA, **mlflow)
     out = config.with_suffix("")
     kill_after = random.Random().randint(5, 9)  # past the first checkpoint (step 4)
     proc = launch(config)
@@ -118,13 +121,34 @@ def test_kill_9_then_resume_matches_uninterrupted_run(zero2_run, tiny_config_mod
     killed_at = max(losses(out))
     saved = latest_checkpoint(out / "checkpoints")
     assert saved is not None and saved.name in ("step-000004", "step-000008"), killed_at
+    saved_step = int(saved.name.split("-")[1])
     finish(launch(config, "steps=12"), config)  # resume: auto
     log = config.with_suffix(".log").read_text()
     assert f"resuming from {saved}" in log
+    assert "with a changed config, accepted: steps 40 -> 12" in log
     resumed = losses(out)
     assert sorted(resumed) == list(range(1, 13)), (killed_at, resumed)
     for step in range(1, 13):
         assert resumed[step] == pytest.approx(reference[step], abs=1e-6), (step, killed_at)
+    # the log reads as one run: each step once; the killed run's later steps set aside
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13)), (saved_step, killed_at, steps)
+    aside_file = out / "metrics.set_aside.jsonl"  # none when killed right after a save
+    lines = aside_file.read_text().splitlines() if aside_file.exists() else []
+    aside = [json.loads(line) for line in lines]
+    assert [r.get("step") for r in aside if "torn" not in r] == list(
+        range(saved_step + 1, killed_at + 1)
+    )
+    for row in aside:  # the same losses as the uninterrupted run
+        if "torn" not in row:
+            assert row["train/loss"] == pytest.approx(reference[row["step"]], abs=1e-6), row
+    from mlflow import MlflowClient
+
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    history = MlflowClient(uri).get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, 13)), (saved_step, killed_at)
+    for metric in history:
+        assert metric.value == pytest.approx(reference[metric.step], abs=1e-6), metric
 
 
 def test_zero3_lora_mixed_modality_ranks_learn(tiny_config_module) -> None:
