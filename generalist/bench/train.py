@@ -42,7 +42,7 @@ from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
 from generalist.train.setup import setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, forward_losses
+from generalist.train.step import LossMeter, train_window
 
 # bf16 dense peak FLOP/s by device name fragment (vendor datasheets), for MFU on a GPU.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
@@ -127,11 +127,9 @@ def our_loop(
     calls = [0]
 
     def step() -> Any:
-        _, batch = next(batches)
-        loss, sums, counts = forward_losses(engine, to_device(batch, device, precision))
-        engine.backward(loss)
-        engine.step()
-        meter.add(batch, sums, counts)
+        window = [next(batches)]
+        train_window(engine, window, cfg.batch.loss_normalization, device, precision, meter)
+        batch = window[0][1]
         calls[0] += 1
         if calls[0] % 10 == 0:
             meter.summary(engine.get_lr()[0])  # what logging.every=10 costs

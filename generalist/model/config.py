@@ -15,6 +15,7 @@ from generalist.errors import ConfigError
 
 Family = Literal["auto", "llava", "blip2", "causal_lm", "composed"]
 DTYPES = ("float32", "bfloat16", "float16")
+AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 
 
 class TinyModelConfig(BaseModel):
@@ -77,7 +78,10 @@ class ModelConfig(BaseModel):
     freeze_vision: bool = True
     freeze_language_model: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # non-reentrant; works with a frozen tower and LoRA
+    # GPU settings (generalist.model.kernels checks and applies them; errors name the key)
+    attn_implementation: AttnImplementation = "sdpa"
+    liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); CUDA only
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

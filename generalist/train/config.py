@@ -40,12 +40,19 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
 
 
+# generalist.train.normalization says what each means; global_tokens is exact over the global batch
+LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
+
+
 class BatchConfig(_Strict):
     micro_batch_size: int = Field(4, ge=1, description="examples per rank per forward")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(512, ge=8)
     group_by_length: int = Field(
         16, ge=0, description="sort this many micro-batches by length to cut padding; 0 = off"
+    )
+    loss_normalization: LossNormalization = Field(
+        "global_tokens", description="token mean over the global batch, per_example or micro_batch"
     )
 
 
@@ -67,6 +74,7 @@ class LoggingConfig(_Strict):
     experiment: str = "generalist"
     run_name: str | None = None
     mlflow: bool = True  # metrics.jsonl is written either way
+    verbose: bool = False  # the libraries' own bars, INFO lines and warnings (--verbose)
 
 
 class TrainConfig(_Strict):
@@ -80,6 +88,7 @@ class TrainConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     deepspeed: int | str = 2
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    tf32: bool = Field(True, description="TF32 matmuls for fp32 work on CUDA Ampere+; else unused")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     steps: int = Field(1000, ge=1)
