@@ -138,6 +138,8 @@ class LossMeter:
         for i, task in enumerate(self.tasks):
             if tokens[i]:
                 metrics[f"train/{task}/loss"] = sums[i] / tokens[i]
+        if self.device.type == "cuda":  # this rank's high-water mark since the run started
+            metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.totals.zero_()
         self.restart_clock()
         return metrics
