@@ -190,6 +190,7 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
         "spec": str(args.spec),
         "gpu": torch.cuda.get_device_name() if cuda else None,
         "package": str(Path(__file__).parents[1]),  # the copy gpu_check.sh laid out
+        "train": spec.train,  # the settings every run shares (LoRA, checkpointing, batch)
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__}
         | {"transformers": transformers.__version__, "peft": peft.__version__}
         | {"deepspeed": deepspeed.__version__},

@@ -265,7 +265,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "precision": precision,
         "time_split_s": split,
         "flops_factor": round(factor, 3),  # training / forward FLOPs (3 full, ~2 LoRA)
-        "trainable_params": sum(c.trainable for c in costs.values()),  # of matmul weights
+        "trainable_params": sum(c.trainable + c.patch_trainable for c in costs.values()),
         **mfu,
     }
     return summary

@@ -53,6 +53,7 @@ class PartCost:
     layers: int = 0
     attention_width: int = 0
     patch_weights: int = 0
+    patch_trainable: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def part_flops(cost: PartCost, work: PartTokens, backward: bool) -> float:
     """Training FLOPs of one part (the module docstring's formula)."""
     matmul = 2.0 * (cost.weights * work.tokens + cost.patch_weights * work.patches)
     attention = 4.0 * cost.layers * cost.attention_width * work.seq_sq
-    total = matmul + attention + 2.0 * cost.trainable * work.tokens
+    total = matmul + attention
+    total += 2.0 * (cost.trainable * work.tokens + cost.patch_trainable * work.patches)
     if backward:
         total += matmul + 2.0 * attention
     return total
@@ -79,7 +81,8 @@ def flows_backward(costs: Mapping[str, PartCost]) -> dict[str, bool]:
     """Per part: whether gradients pass through it (it, or a part before it, is trained)."""
     seen, out = False, {}
     for name in PART_ORDER:
-        seen = seen or (name in costs and costs[name].trainable > 0)
+        cost = costs.get(name)
+        seen = seen or (cost is not None and cost.trainable + cost.patch_trainable > 0)
         out[name] = seen
     return out
 
@@ -92,7 +95,7 @@ def step_flops(costs: Mapping[str, PartCost], work: Mapping[str, PartTokens]) ->
 
 def forward_flops(costs: Mapping[str, PartCost], work: Mapping[str, PartTokens]) -> float:
     """The forward FLOPs alone (step_flops / forward_flops is the backward factor)."""
-    frozen = {n: replace(c, trainable=0) for n, c in costs.items()}
+    frozen = {n: replace(c, trainable=0, patch_trainable=0) for n, c in costs.items()}
     return sum(part_flops(frozen[n], work[n], False) for n in frozen if n in work)
 
 
@@ -134,16 +137,17 @@ def part_costs(model: torch.nn.Module) -> dict[str, PartCost]:
     weights: dict[str, int] = {}
     patch: dict[str, int] = {}
     trainable: dict[str, int] = {}
+    patch_trainable: dict[str, int] = {}
     for name, module in model.named_modules():
         weight = _matmul_weight(module)
         part = part_of(name) if weight is not None else None
         if part is None or weight is None:
             continue
         n = _numel(weight)
-        into = weights if isinstance(module, torch.nn.Linear) else patch
+        linear = isinstance(module, torch.nn.Linear)
+        into, trained = (weights, trainable) if linear else (patch, patch_trainable)
         into[part] = into.get(part, 0) + n
-        weights.setdefault(part, 0)
-        trainable[part] = trainable.get(part, 0) + (n if weight.requires_grad else 0)
+        trained[part] = trained.get(part, 0) + (n if weight.requires_grad else 0)
     base = getattr(model, "get_base_model", lambda: model)()
     config = base.config
     shapes = {
@@ -151,9 +155,16 @@ def part_costs(model: torch.nn.Module) -> dict[str, PartCost]:
         "vision": _attention(getattr(config, "vision_config", None)),
     }
     out = {}
-    for part, n in weights.items():
+    for part in sorted(set(weights) | set(patch)):
         layers, width = shapes.get(part, (0, 0))
-        out[part] = PartCost(n, trainable[part], layers, width, patch.get(part, 0))
+        out[part] = PartCost(
+            weights.get(part, 0),
+            trainable.get(part, 0),
+            layers,
+            width,
+            patch.get(part, 0),
+            patch_trainable.get(part, 0),
+        )
     return out
 
 

@@ -34,6 +34,8 @@ def test_gpu_check_dry_run_prints_and_writes_its_record(tmp_path: Path) -> None:
     # the package copy laid out as pip installs it ran, not the repository checkout
     assert record["package"].startswith(str(tmp_path)) and record["package"].endswith("generalist")
     assert record["hidden_modules"] == ["mlflow", "webdataset", "datasets"]
+    # LoRA with the vision tower frozen (the default) and gradient checkpointing on
+    assert record["train"]["model"]["gradient_checkpointing"] is True and record["train"]["lora"]
     assert record["model"]["params"] > record["model"]["vision_params"] > 0
     runs = record["runs"]
     for name in ("zero2", "zero3", "eager"):
