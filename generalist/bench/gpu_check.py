@@ -143,6 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("launch/gpu_results"))
     parser.add_argument("--work", type=Path, help="scratch dir (default: a temp dir)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, the tiny spec")
+    parser.add_argument("--verbose", action="store_true", help="the libraries' own logs")
     return parser.parse_args(argv)
 
 
@@ -212,6 +213,7 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
     )
     timings["write_model"] = round(time.perf_counter() - t, 1)
     base = base_config(spec, shards, model_dir)
+    base["logging"]["verbose"] = bool(args.verbose)
     runs: dict[str, Any] = {}
     n = spec.steps["zero2"]
     half = n // 2
