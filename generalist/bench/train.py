@@ -1,20 +1,29 @@
-"""`generalist bench train`: training tokens/s and padding, ours vs a plain DeepSpeed loop.
+"""`generalist bench train`: training tokens/s, padding and (on a GPU) MFU, ours vs a plain loop.
 
     generalist bench train                      # shards a slice of easy-vqa into a temp dir
     generalist bench train --shards demo_out/shards --steps 20 --micro-batch-size 16 --group 16
+    generalist bench train --config run.yaml [key=value ...]   # any training config's model/data
 
-Both loops train the same tiny LLaVA (2+2 layers, width 64; same initial weights) on the same demo
-mixture stream, one process, DeepSpeed ZeRO-2, same micro-batch size:
-  ours   generalist.train's step: length-grouped micro-batches (windows of --group
-         micro-batches), per-example loss and per-task accounting (LossMeter), lr schedule
+Both loops train the same model (by default a tiny LLaVA, 2+2 layers, width 64, on the demo
+mixture; with --config that config's model, LoRA, data and batch) from the same initial weights,
+one process, DeepSpeed (ZeRO-2 by default), same micro-batch size:
+  ours   generalist.train's step (train_window): length-grouped micro-batches (windows of
+         --group micro-batches), the loss normalised over the global batch, per-task accounting
+         (LossMeter), lr schedule
   plain  the hand-written loop: DataLoader(stream, collate_fn=Collator), engine(**batch).loss,
          engine.backward, engine.step; no grouping
-Short rounds (2 steps) alternate between the two after warm-up steps; vs_plain_deepspeed is the
-median over rounds of ours/plain tokens/s in adjacent rounds, so a busy machine slows both alike.
-tokens/s counts real (attended) tokens; padding_fraction = padded positions / all positions.
-Targets: vs_plain_deepspeed >= 0.95 and padding_fraction < 0.10. On a GPU also `mfu`: model
-FLOPs (6 x parameters x tokens, attention ignored) over the device's bf16 dense peak.
-The last line of output is one JSON object.
+Short rounds (--steps steps) alternate between the two after warm-up steps; vs_plain_deepspeed is
+the median over rounds of ours/plain tokens/s in adjacent rounds, so a busy machine slows both
+alike. tokens/s counts real (attended) tokens; padding_fraction = padded positions / all.
+Then --split-steps more steps of ours with the device synchronised at each phase boundary give
+time_split_s: seconds per step in data (fetch, token counts, copy to the device), forward,
+backward and optimizer. Targets: vs_plain_deepspeed >= 0.95 and padding_fraction < 0.10.
+
+MFU (generalist.train.flops states the formula): model FLOPs of ours' measured steps (language
+model, vision tower and connector; a frozen weight does no weight-gradient matmul) per second,
+over the device's dense bf16 datasheet peak (`mfu`; H100/H200: 989 TFLOP/s) and over a bf16
+matmul measured here (`mfu_vs_measured_matmul`; about 790 TFLOP/s on the lent H200). Both only
+on CUDA; model_tflops_per_s everywhere. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +48,40 @@ from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import Mixture
 from generalist.mixing.stream import build_stream
 from generalist.model.bundle import ModelBundle
-from generalist.train.config import TrainConfig
+from generalist.train import flops
+from generalist.train.config import TrainConfig, load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
-from generalist.train.setup import setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, batch_to_device, forward_losses
+from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
+from generalist.train.step import LossMeter, PhaseTimer, train_window
+from generalist.verbosity import quiet_libraries
 
-# bf16 dense peak FLOP/s by device name fragment (vendor datasheets), for MFU on a GPU.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+Step = Callable[[], list[dict[str, Any]]]  # one step; returns the micro-batches it trained on
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="generalist bench train", description=__doc__)
+    parser.add_argument("--config", type=Path, help="a training config to bench (its model)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of --config")
     parser.add_argument("--shards", type=Path, help="shards of easy_vqa and easy_vqa_images")
     parser.add_argument("--limit", type=int, default=400, help="records sharded per dataset")
     parser.add_argument("--steps", type=int, default=2, help="measured steps per loop per round")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--split-steps", type=int, default=3, help="steps timed phase by phase")
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--group", type=int, default=8, help="micro-batches per length window")
+    parser.add_argument("--verbose", action="store_true", help="the libraries' own logs")
     return parser.parse_args(argv)
 
 
-def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> Any:
-    """The demo mixture on a tiny LLaVA (smaller than the demo's, so the bench takes seconds)."""
+def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
+    """The demo mixture on a tiny LLaVA (smaller than the demo's, so the bench takes seconds),
+    or --config with its overrides; either way no MLflow, output in the temp dir."""
+    if args.config is not None:
+        cfg = load_config(args.config, args.overrides)
+        cfg.output_dir, cfg.steps, cfg.logging.mlflow, cfg.resume = out, 10**6, False, None
+        return cfg
     tiny = {"vision_layers": 2, "text_layers": 2, "hidden_size": 64, "heads": 4}
     tiny |= {"image_size": 64, "patch_size": 16, "vocab_size": 2000}
     batch = {"micro_batch_size": args.micro_batch_size, "max_length": 192}
@@ -88,10 +108,9 @@ def plain_loop(
     model: Any,
     device: torch.device,
     precision: str,
-) -> Callable:
+) -> Step:
     """The hand-written DeepSpeed loop a user would write first; returns one-step closure."""
     import deepspeed
-    import torch
     from torch.utils.data import DataLoader
 
     micro = cfg.batch.micro_batch_size
@@ -105,111 +124,148 @@ def plain_loop(
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     batches = iter(loader)
 
-    def step() -> Any:
-        batch = next(batches)
-        inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        loss = engine(**inputs).loss
-        engine.backward(loss)
-        engine.step()
-        return batch["attention_mask"]
+    def step() -> list[dict[str, Any]]:
+        done = []
+        for _ in range(cfg.batch.grad_accum):
+            batch = next(batches)
+            inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            engine.backward(engine(**inputs).loss)
+            engine.step()
+            done.append(batch)
+        return done
 
     return step
 
 
 def our_loop(
     cfg: TrainConfig, mixture: Mixture, bundle: ModelBundle, device: torch.device, precision: str
-) -> Callable:
-    """generalist.train's setup and step body; returns a one-step closure."""
+) -> Callable[[PhaseTimer | None], list[dict[str, Any]]]:
+    """generalist.train's setup and step body; a one-step closure (phases timed by `timer`)."""
     engine = setup_engine(cfg, bundle.model, precision)
     _, batches = setup_data(cfg, mixture, bundle, None)
     meter = LossMeter([name for name, _ in mixture.tasks], device)
     calls = [0]
 
-    def step() -> Any:
-        _, batch = next(batches)
-        loss, sums, counts = forward_losses(engine, batch_to_device(batch, device, precision))
-        engine.backward(loss)
-        engine.step()
-        meter.add(batch, sums, counts)
+    def step(timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
+        with timer.phase("data") if timer is not None else nullcontext():
+            window = [next(batches) for _ in range(cfg.batch.grad_accum)]
+        mode = cfg.batch.loss_normalization
+        train_window(engine, window, mode, device, precision, meter, timer)
         calls[0] += 1
         if calls[0] % 10 == 0:
             meter.summary(engine.get_lr()[0])  # what logging.every=10 costs
-        return batch["attention_mask"]
+        return [batch for _, batch in window]
 
     return step
 
 
-def measure(step: Callable, n: int, totals: dict[str, float]) -> None:
+def measure(
+    step: Step, n: int, totals: dict[str, float], on_batch: Callable[[dict], None] | None = None
+) -> None:
+    """Run `n` steps; add real tokens, positions and seconds; then `on_batch` on every batch
+    (outside the timed region)."""
+    seen = []
     start = time.perf_counter()
     for _ in range(n):
-        mask = step()
-        totals["real"] += float(mask.sum())
-        totals["positions"] += float(mask.numel())
+        seen.extend(step())
     totals["seconds"] += time.perf_counter() - start
+    for batch in seen:
+        totals["real"] += float(batch["attention_mask"].sum())
+        totals["positions"] += float(batch["attention_mask"].numel())
+        if on_batch is not None:
+            on_batch(batch)
 
 
-def mfu(tokens_per_s: float, n_params: int) -> float | None:
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    return 6 * n_params * tokens_per_s / peak if peak else None
+def mfu_figures(model_flops: float, seconds: float, device: torch.device) -> dict[str, Any]:
+    """Model TFLOP/s, and on CUDA the MFU over the datasheet and the measured bf16 peaks."""
+    per_s = model_flops / max(seconds, 1e-9)
+    out: dict[str, Any] = {"model_tflops_per_s": round(per_s / 1e12, 4)}
+    if device.type != "cuda":
+        return out
+    name = torch.cuda.get_device_name(device)
+    measured = flops.measured_matmul_peak(device)
+    out |= {"gpu": name, "peak_tflops_measured_matmul": round(measured / 1e12, 1)}
+    out["mfu_vs_measured_matmul"] = round(per_s / measured, 4)
+    datasheet = flops.dense_bf16_peak(name)
+    if datasheet is not None:
+        out |= {"peak_tflops_datasheet": datasheet / 1e12, "mfu": round(per_s / datasheet, 4)}
+    out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    print(json.dumps(bench(parse_args(argv))))
+    return 0
 
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark (printing a per-loop table); returns the summary."""
+    quiet_libraries(args.verbose)
     load_catalog()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         shards = args.shards
-        if shards is None:
+        if shards is None and args.config is None:
             shards = Path(tmp) / "shards"
             write_demo_shards(shards, args.limit)
-        cfg = bench_config(shards, Path(tmp) / "run", args)
+        cfg = bench_config(shards or Path(tmp), Path(tmp) / "run", args)
         mixture = check_config(cfg)
         device = dist.init_distributed()
-        precision = dist.auto_precision("auto")
+        quiet_libraries(args.verbose or cfg.logging.verbose)
+        precision = dist.auto_precision(cfg.precision)
+        setup_backends(cfg, device)
         bundle = setup_model(cfg, mixture)
-        n_params = sum(p.numel() for p in bundle.model.parameters())
+        costs = flops.part_costs(bundle.model)
         plain_model = copy.deepcopy(bundle.model)  # same initial weights for both loops
-        loops = {
-            "plain": plain_loop(cfg, mixture, bundle, plain_model, device, precision),
-            "ours": our_loop(cfg, mixture, bundle, device, precision),
-        }
-        totals = {k: {"real": 0.0, "positions": 0.0, "seconds": 0.0} for k in loops}
+        ours = our_loop(cfg, mixture, bundle, device, precision)
+        loops = {"plain": plain_loop(cfg, mixture, bundle, plain_model, device, precision)}
+        loops["ours"] = ours
+        blank = {"real": 0.0, "positions": 0.0, "seconds": 0.0}
+        totals = {k: dict(blank) for k in loops}
         for step in loops.values():
-            measure(step, args.warmup, {"real": 0.0, "positions": 0.0, "seconds": 0.0})
+            measure(step, args.warmup, dict(blank))
+        work: dict[str, flops.PartTokens] = {}
+        config, image_id = bundle.base_model.config, bundle.image_token_id
+
+        def count(batch: dict[str, Any]) -> None:
+            flops.add_work(work, flops.batch_work(config, batch, image_id))
+
         ratios = []
         for _ in range(args.rounds):
             speed = {}
             for name, step in loops.items():
-                one = {"real": 0.0, "positions": 0.0, "seconds": 0.0}
-                measure(step, args.steps, one)
+                one = dict(blank)
+                measure(step, args.steps, one, count if name == "ours" else None)
                 speed[name] = one["real"] / one["seconds"]
                 totals[name] = {k: totals[name][k] + v for k, v in one.items()}
             ratios.append(speed["ours"] / speed["plain"])
+        timer = PhaseTimer(device)
+        measure(lambda: ours(timer), args.split_steps, dict(blank))
+        split = {k: round(v / max(args.split_steps, 1), 4) for k, v in timer.seconds.items()}
+        model_flops = flops.step_flops(costs, work)
+        factor = model_flops / max(flops.forward_flops(costs, work), 1.0)
+        mfu = mfu_figures(model_flops, totals["ours"]["seconds"], device)
     result: dict[str, Any] = {}
     for name, t in totals.items():
         speed, pad = t["real"] / t["seconds"], 1 - t["real"] / t["positions"]
         print(f"{name:<6} {speed:10.0f} tokens/s  padding {pad:6.1%}  ({t['seconds']:.1f} s)")
         result[name] = {"tokens_per_s": round(speed, 1), "padding_fraction": round(pad, 4)}
-    ours, plain = result["ours"], result["plain"]
+    print("time per step (s): " + ", ".join(f"{k} {v:.4f}" for k, v in split.items()))
+    ours_r, plain = result["ours"], result["plain"]
     summary = {
-        "tokens_per_s": ours["tokens_per_s"],
+        "tokens_per_s": ours_r["tokens_per_s"],
         "vs_plain_deepspeed": round(statistics.median(ratios), 3),
-        "padding_fraction": ours["padding_fraction"],
+        "padding_fraction": ours_r["padding_fraction"],
         "plain_tokens_per_s": plain["tokens_per_s"],
         "plain_padding_fraction": plain["padding_fraction"],
-        "micro_batch_size": args.micro_batch_size,
+        "micro_batch_size": cfg.batch.micro_batch_size,
+        "grad_accum": cfg.batch.grad_accum,
         "steps": args.steps * args.rounds,
         "device": str(device),
         "precision": precision,
+        "time_split_s": split,
+        "flops_factor": round(factor, 3),  # training / forward FLOPs (3 full, ~2 LoRA)
+        "trainable_params": sum(c.trainable + c.patch_trainable for c in costs.values()),
+        **mfu,
     }
-    value = mfu(ours["tokens_per_s"], n_params)
-    if value is not None:
-        summary["mfu"] = round(value, 4)
-    print(json.dumps(summary))
-    return 0
+    return summary

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 BENCHMARKS: dict[str, str] = {
     "shard": "records/s and MB/s writing the easy-vqa demo data as shards",
     "stream": "examples/s reading a mixture stream from shards",
-    "train": "training tokens/s and padding vs a plain DeepSpeed loop (tiny model)",
+    "train": "training tokens/s, padding and MFU vs a plain DeepSpeed loop (tiny model)",
+    "gpu_check": "the prepared GPU check (launch/gpu_check.sh): ZeRO-2/3, resume, MFU",
 }
 
 
@@ -31,5 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = f"unknown benchmark {argv[0]!r}" if argv else "name a benchmark"
         print(f"generalist bench: {problem}\n{usage()}", file=sys.stderr)
         return 2
+    from generalist.verbosity import quiet_libraries
+
+    quiet_libraries("--verbose" in argv)  # before the benchmark imports deepspeed
     module = importlib.import_module(f"generalist.bench.{argv[0]}")
     return int(module.main(argv[1:]) or 0)

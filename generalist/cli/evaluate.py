@@ -24,6 +24,7 @@ from generalist.model.model_dir import find_model_dir, load_model_dir
 from generalist.tracking.tracker import Tracker
 from generalist.train.config import TrainConfig, load_config
 from generalist.train.periodic_eval import eval_task_names
+from generalist.verbosity import quiet_libraries
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="run files (default: <checkpoint>/eval)")
     parser.add_argument("--run-name", help="MLflow run name")
     parser.add_argument("--no-mlflow", action="store_true", help="metrics.jsonl only")
+    parser.add_argument("--verbose", action="store_true", help="the libraries' own logs and bars")
     args = parser.parse_args(argv)
 
     # Everything checkable is checked before the model is loaded.
@@ -70,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     find_model_dir(ckpt)
     records, pools = load_eval_records(tasks, cfg.shards, args.split, args.max_examples)
 
+    quiet_libraries(args.verbose or cfg.logging.verbose)
     launched = "RANK" in __import__("os").environ
     if launched:
         dist.init_distributed()

@@ -24,18 +24,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="generalist train", description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path, help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.lr=1e-3")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own progress bars, INFO lines and warnings (logging.verbose)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if args.verbose:
+        cfg.logging.verbose = True
     mixture = check_config(cfg)  # everything checkable is checked before torch is imported
     done = finished(cfg)  # a finished run says so now, not after loading everything
     if done:
         if os.environ.get("RANK", "0") == "0":  # once under a launcher
             print(done)
         return 0
+    from generalist.verbosity import quiet_libraries
+
+    quiet_libraries(cfg.logging.verbose)  # before deepspeed is imported: it speaks at import
     # imported here so that a config error is reported in a second, without torch and deepspeed
     from generalist.train.loop import train
 

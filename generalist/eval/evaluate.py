@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, ExemplarPool, format_example
 from generalist.catalog.records import Example, Record
 from generalist.catalog.task import Task
@@ -115,10 +117,14 @@ def predict(
     rank, world = _rank_world()
     share = rank_share(len(items), rank, world)
     examples = [items[i].example for i, _ in share]
-    texts = predict_batched(predictor.generate, examples, batch_size)
-    scores: list[Any] = [None] * len(examples)
-    if task.kind in OPTION_KINDS and examples and examples[0].options:
-        scores = predict_batched(predictor.score_options, examples, batch_size)
+    options = task.kind in OPTION_KINDS and bool(examples) and bool(examples[0].options)
+    total = len(examples) * (2 if options else 1)  # generation, then option scoring
+    desc = f"eval {task.name}"
+    with tqdm(total=total, desc=desc, unit="ex", disable=rank != 0, leave=False) as bar:
+        texts = predict_batched(predictor.generate, examples, batch_size, bar)
+        scores: list[Any] = [None] * len(examples)
+        if options:
+            scores = predict_batched(predictor.score_options, examples, batch_size, bar)
     local = [(i, t, s) for (i, pad), t, s in zip(share, texts, scores) if not pad]
     gathered = sorted(gather_objects(local), key=lambda r: r[0])
     if [r[0] for r in gathered] != list(range(len(items))):

@@ -129,9 +129,14 @@ class HFPredictor:
         return out
 
 
-def predict_batched(fn: Any, examples: Sequence[Example], batch_size: int) -> list[Any]:
-    """Apply a batch function over `examples` in order, `batch_size` at a time."""
+def predict_batched(
+    fn: Any, examples: Sequence[Example], batch_size: int, bar: Any = None
+) -> list[Any]:
+    """Apply a batch function over `examples` in order, `batch_size` at a time (advancing the
+    tqdm `bar`, when given, by each batch's examples)."""
     out: list[Any] = []
     for i in range(0, len(examples), batch_size):
         out.extend(fn(list(examples[i : i + batch_size])))
+        if bar is not None:
+            bar.update(len(examples[i : i + batch_size]))
     return out

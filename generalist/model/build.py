@@ -20,6 +20,7 @@ from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
 from generalist.model.bundle import ModelBundle
 from generalist.model.config import LoraSettings, ModelConfig, TinyModelConfig
+from generalist.model.kernels import apply_kernels
 from generalist.model.lora import apply_lora, configure_trainable
 from generalist.model.model_dir import load_source, to_dtype
 from generalist.model.tiny_blip2 import make_blip2_processor, tiny_blip2_config
@@ -53,6 +54,7 @@ def build_model(
     else:
         model, processor, family = load_source(model_cfg)
     model = to_dtype(model, model_cfg.dtype)
+    model = apply_kernels(model, model_cfg)  # attn_implementation, liger_kernel
     tokenizer = getattr(processor, "tokenizer", processor)
     image_token = getattr(processor, "image_token", None) if family != "causal_lm" else None
     image_token = getattr(image_token, "content", image_token)  # BLIP-2 keeps an AddedToken

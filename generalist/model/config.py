@@ -15,6 +15,7 @@ from generalist.errors import ConfigError
 
 Family = Literal["auto", "llava", "blip2", "causal_lm", "composed"]
 DTYPES = ("float32", "bfloat16", "float16")
+AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 
 
 class TinyModelConfig(BaseModel):
@@ -96,7 +97,20 @@ class ModelConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype the weights are loaded in"
     )
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute activations: less memory (non-reentrant; works with a frozen "
+        "tower and LoRA)",
+    )
+    # GPU settings (generalist.model.kernels checks and applies them; errors name the key)
+    attn_implementation: AttnImplementation = Field(
+        "sdpa", description="attention kernel: sdpa, flash_attention_2 (CUDA, flash-attn) or eager"
+    )
+    liger_kernel: bool = Field(
+        False,
+        description="Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) where the family has "
+        "them; CUDA and liger-kernel only",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

@@ -72,10 +72,14 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 # Config keys a resumed run must share with the checkpoint (others, e.g. steps, may change).
 RESUME_KEYS = ("model", "lora", "mixture", "tasks", "seed", "batch.micro_batch_size",
                "batch.group_by_length", "num_workers")  # fmt: skip
+# how the same weights are computed, not what they are: free to change on resume
+RESUME_FREE = ("model.gradient_checkpointing", "model.attn_implementation", "model.liger_kernel")
 
 
 def _difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
     """The first (dotted key, old, new) where two JSON values differ, descending into dicts."""
+    if key in RESUME_FREE:
+        return None
     if isinstance(old, dict) and isinstance(new, dict):
         for part in sorted(set(old) | set(new)):
             found = _difference(old.get(part), new.get(part), f"{key}.{part}")

@@ -43,6 +43,10 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
+# generalist.train.normalization says what each means; global_tokens is exact over the global batch
+LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
+
+
 class BatchConfig(_Strict):
     """Batch geometry; the global batch is micro_batch_size x grad_accum x ranks."""
 
@@ -51,6 +55,9 @@ class BatchConfig(_Strict):
     max_length: int = Field(512, ge=8, description="tokens per example (longer are cut)")
     group_by_length: int = Field(
         16, ge=0, description="sort this many micro-batches by length to cut padding; 0 = off"
+    )
+    loss_normalization: LossNormalization = Field(
+        "global_tokens", description="token mean over the global batch, per_example or micro_batch"
     )
 
 
@@ -83,6 +90,9 @@ class LoggingConfig(_Strict):
     experiment: str = Field("generalist", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name; default the output_dir name")
     mlflow: bool = Field(True, description="false: metrics.jsonl only, no MLflow")
+    verbose: bool = Field(
+        False, description="show the libraries' own bars, INFO lines and warnings (--verbose)"
+    )
 
 
 class TrainConfig(_Strict):
@@ -106,6 +116,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, fp32 on CPU"
     )
+    tf32: bool = Field(True, description="TF32 matmuls for fp32 work on CUDA Ampere+; else unused")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer, schedule")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="batch geometry")
     steps: int = Field(1000, ge=1, description="optimizer steps of the whole run")

@@ -1,10 +1,11 @@
 """The training run: setup functions (generalist.train.setup), then one loop.
 
-The loop: a batch from the mixture stream (DataLoader), engine forward, backward, step; per-task
-loss from the per-example loss; logging on rank 0 (metrics.jsonl always, MLflow unless
-logging.mlflow is false); periodic evaluation; checkpoints (generalist.train.checkpoint) every
-`checkpoint.every` steps and at the end. Config errors stop the run before any of this
-(generalist.train.preflight).
+The loop: the step's micro-batches from the mixture stream (all of its accumulation window, so
+the loss is normalised over the global batch: generalist.train.normalization), engine forward,
+backward, step; per-task loss from the per-example loss; a progress bar and logging on rank 0
+(metrics.jsonl always, MLflow unless logging.mlflow is false); periodic evaluation; checkpoints
+(generalist.train.checkpoint) every `checkpoint.every` steps and at the end. Config errors stop
+the run before any of this (generalist.train.preflight).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from generalist import distributed as dist
 from generalist.catalog.mixture import Mixture
@@ -22,8 +24,9 @@ from generalist.train.data_metrics import data_metrics
 from generalist.train.periodic_eval import periodic_evaluation
 from generalist.train.resume import accept_changes, open_run_log
 from generalist.train.rng_state import set_rng_state
-from generalist.train.setup import setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, batch_to_device, forward_losses
+from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
+from generalist.train.step import LossMeter, train_window
+from generalist.verbosity import quiet_libraries
 
 
 def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
@@ -32,8 +35,11 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
     resume_from = resolve_resume(cfg.resume, ckpt_root)
     if resume_from is not None:
         check_resumable(resume_from, cfg.model_dump(mode="json"))
+    quiet_libraries(cfg.logging.verbose)
     device = dist.init_distributed()
+    quiet_libraries(cfg.logging.verbose)  # again: deepspeed's loggers exist only once imported
     precision = dist.auto_precision(cfg.precision)
+    setup_backends(cfg, device)
     bundle = setup_model(cfg, mixture)
     engine = setup_engine(cfg, bundle.model, precision)
     step, position, rng = 0, None, None
@@ -53,19 +59,22 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
     engine.train()
     metrics: dict[str, float] = {}
     eval_cache: dict[str, Any] = {}
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not dist.is_main())
     while step < cfg.steps:
-        for _ in range(cfg.batch.grad_accum):
-            position, batch = next(batches)
-            loss, sums, counts = forward_losses(engine, batch_to_device(batch, device, precision))
-            engine.backward(loss)
-            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
-            meter.add(batch, sums, counts)
+        # the whole accumulation window first: its target tokens normalise every micro-batch's
+        # loss; the data position saved is the window's last (all of it is used this step)
+        window = [next(batches) for _ in range(cfg.batch.grad_accum)]
+        train_window(engine, window, cfg.batch.loss_normalization, device, precision, meter)
+        position = window[-1][0]
         step += 1
+        bar.update(1)
         if step % cfg.logging.every == 0 or step == cfg.steps:
             metrics = meter.summary(engine.get_lr()[0])  # collective: every rank calls it
             metrics.update(data_metrics(stream, cfg.skip_bad, device))  # collective too
             if tracker is not None:
                 tracker.log_metrics(metrics, step=step)
+            tokens = f"{metrics['train/tokens_per_s']:.0f}"
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tokens_per_s=tokens)
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps):
             # collective (ZeRO-3 forwards): every rank calls it; rank 0 logs eval/<task>/...
             periodic_evaluation(cfg, bundle, engine.module, step, tracker, eval_cache)
@@ -74,6 +83,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
             config = cfg.model_dump(mode="json")
             save_checkpoint(ckpt_root, step, engine, bundle, position, config, cfg.checkpoint.keep)
             meter.restart_clock()  # tokens/s measures training, not saving
+    bar.close()
     if tracker is not None:
         tracker.close()
     dist.barrier()

@@ -12,6 +12,7 @@ from generalist.catalog.mixture import MIXTURES, Mixture, mixture_from_rates
 from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError, DataError, GeneralistError
 from generalist.model.hub import check_hub_id, looks_like_path
+from generalist.model.kernels import check_kernel_packages
 from generalist.shards.manifest import load_manifest, verify_dataset
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import deepspeed_json
@@ -115,6 +116,7 @@ def check_config(cfg: TrainConfig) -> Mixture:
             f"(use 'auto' for the latest under output_dir, or 'none')"
         )
     _check_output_dir(cfg.output_dir)
+    check_kernel_packages(cfg.model)  # the CUDA check waits for the device (apply_kernels)
     deepspeed_json(cfg)
     return mixture
 

@@ -1,7 +1,7 @@
-"""The setup functions of a training run, each called once by generalist.train.loop: the model
-(built on every rank, rank 0 first), the DeepSpeed engine with its optimizer and schedule, this
-rank's data (stream and length-grouped micro-batches). Rank 0's tracker:
-generalist.train.resume.open_run_log."""
+"""The setup functions of a training run, each called once by generalist.train.loop: the torch
+backends (TF32), the model (built on every rank, rank 0 first), the DeepSpeed engine with its
+optimizer and schedule, this rank's data (stream and length-grouped micro-batches) and rank 0's
+tracker."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def tokenizer_texts(
                 break
             parts = task.parts_of(record)
             yield " ".join([parts.context, parts.question, parts.target, *parts.options])
+
+
+def setup_backends(cfg: TrainConfig, device: torch.device) -> None:
+    """TF32 for fp32 matmuls and convolutions (`tf32`) on CUDA GPUs of compute capability 8.0+
+    (Ampere and later); CPUs and older GPUs keep full fp32. bf16 work is unaffected."""
+    if device.type != "cuda":
+        return
+    enabled = cfg.tf32 and torch.cuda.get_device_capability(device)[0] >= 8
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def setup_model(cfg: TrainConfig, mixture: Mixture) -> ModelBundle:

@@ -1,10 +1,13 @@
 """The pieces of one training step: inputs on the device, the forward with its per-example
-losses, and the per-task loss/throughput meter that rank 0 logs."""
+losses, one optimizer step over its accumulation window (loss normalised over the global batch,
+generalist.train.normalization), the per-task loss/throughput meter that rank 0 logs, and a
+phase timer for the bench."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -12,6 +15,10 @@ import torch
 from generalist import distributed as dist
 from generalist.batching.collate import to_device
 from generalist.batching.losses import example_losses, shifts_labels
+from generalist.train.normalization import LossNormalization, micro_batch_loss, step_weights
+
+PHASES = ("data", "forward", "backward", "optimizer")
+Window = Sequence[tuple[dict[str, Any], dict[str, Any]]]  # (data position, batch) per micro-batch
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: inputs stay as built
 
@@ -21,15 +28,70 @@ def batch_to_device(batch: dict[str, Any], device: torch.device, precision: str)
     return to_device(batch, device, PRECISION_DTYPES.get(precision))
 
 
-def forward_losses(
-    engine: Any, inputs: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward one micro-batch: (token-mean loss to backpropagate, per-example sums, counts)."""
+def forward_losses(engine: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward one micro-batch: (per-example token-loss sums, with grad; target counts)."""
     labels = inputs.pop("labels")
     out = engine(**inputs)
     sums, counts = example_losses(out.logits, labels, shifts_labels(engine.module))
-    loss = sums.sum() / counts.sum().clamp(min=1)
-    return loss, sums.detach(), counts.detach()
+    return sums, counts.detach()
+
+
+class PhaseTimer:
+    """Seconds spent in each phase of training steps (data, forward, backward, optimizer).
+
+    The device is synchronised at each phase boundary so that asynchronous CUDA work is counted
+    in the phase that queued it; that costs a little, so only the bench times phases.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[name] += time.perf_counter() - start
+
+
+def train_window(
+    engine: Any,
+    window: Window,
+    normalization: LossNormalization,
+    device: torch.device,
+    precision: str,
+    meter: LossMeter | None = None,
+    timer: PhaseTimer | None = None,
+) -> None:
+    """One optimizer step: forward and backward every micro-batch of the accumulation window,
+    each loss scaled so that the update follows the global batch's normalised loss; DeepSpeed
+    steps the optimizer at the window's last micro-batch (collective: every rank calls it)."""
+
+    def phase(name: str) -> Any:
+        return timer.phase(name) if timer is not None else nullcontext()
+
+    shift = shifts_labels(engine.module)
+    labels = [batch["labels"] for _, batch in window]
+    with phase("data"):
+        weights = step_weights(normalization, labels, shift, engine, device)
+    for _, batch in window:
+        with phase("data"):
+            inputs = batch_to_device(batch, device, precision)
+        with phase("forward"):
+            sums, counts = forward_losses(engine, inputs)
+            loss = micro_batch_loss(sums, counts, weights)
+        with phase("backward"):
+            engine.backward(loss)
+        with phase("optimizer"):
+            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
+        if meter is not None:
+            meter.add(batch, sums.detach(), counts)
 
 
 class LossMeter:
@@ -76,6 +138,8 @@ class LossMeter:
         for i, task in enumerate(self.tasks):
             if tokens[i]:
                 metrics[f"train/{task}/loss"] = sums[i] / tokens[i]
+        if self.device.type == "cuda":  # this rank's high-water mark since the run started
+            metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.totals.zero_()
         self.restart_clock()
         return metrics

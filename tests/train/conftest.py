@@ -14,12 +14,13 @@ TINY_TASKS = Path(__file__).with_name("tiny_tasks.py")
 
 @pytest.fixture(scope="session")
 def shard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train_colors (images) and train_words (text only) written with the real shard writer."""
+    """train_colors (images), train_words and train_lists (text only) written with the real
+    shard writer."""
     from generalist.shards.writer import write_dataset
 
     import_user_module(str(TINY_TASKS))
     root = tmp_path_factory.mktemp("shards")
-    for dataset in ("train_colors", "train_words"):
+    for dataset in ("train_colors", "train_words", "train_lists"):
         write_dataset(dataset, root, root, shard_size=10, image_size=32, progress=False)
     return root
 

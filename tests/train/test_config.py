@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from generalist.errors import ConfigError
-from generalist.train.config import load_config
+from generalist.train.config import TrainConfig, load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
 
@@ -42,6 +42,9 @@ def test_defaults_then_yaml_then_overrides(tiny_config) -> None:
         (["model.name_or_path=x"], "give exactly one of model.name_or_path or model.tiny"),
         (["optim.lr"], "override 'optim.lr' is not key=value"),
         (["logging.every=[1"], "override 'logging.every=[1': not valid YAML"),
+        (["batch.loss_normalization=tokens"], "'batch.loss_normalization': Input should be 'glo"),
+        (["model.attn_implementation=flash"], "config key 'model.attn_implementation': Input sh"),
+        (["tf32=maybe"], "config key 'tf32': Input should be a valid boolean"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tiny_config, overrides, message) -> None:
@@ -144,8 +147,15 @@ def test_bundled_configs_load(shard_root: Path, monkeypatch) -> None:
     assert configs
     for path in configs:
         assert path.read_text().startswith("# "), path
-        cfg = load_config(path)
         assert yaml.safe_load(path.read_text())
+        if path.name.startswith("gpu_check_"):  # a GPU check spec: its `train` keys are valid
+            from generalist.bench.gpu_check import base_config, load_spec
+
+            spec = load_spec(path)
+            cfg = TrainConfig.model_validate(base_config(spec, shard_root, shard_root))
+            assert cfg.lora.enabled and cfg.model.gradient_checkpointing
+            continue
+        cfg = load_config(path)
         for where in (cfg.shards, cfg.output_dir):
             assert not where.is_absolute() and where.parts[0] != "configs", (path, where)
         if isinstance(cfg.deepspeed, str):
@@ -239,3 +249,53 @@ def test_cached_hub_id_without_network_goes_offline(tiny_config, no_hub, capsys)
     assert (
         "'org/cached' is loaded from the local cache (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
     )
+
+
+def test_gpu_settings_unavailable_here_are_config_errors(tiny_config, monkeypatch) -> None:
+    """flash_attention_2 and Liger need their packages (checked in preflight) and CUDA (checked
+    once the model is built); Liger refuses a family it has no kernels for."""
+    from types import ModuleType, SimpleNamespace
+
+    from generalist.model import kernels
+    from generalist.model.config import parse_model_config
+
+    monkeypatch.setattr(kernels, "_installed", lambda module: False)
+    flash = load_config(tiny_config(), ["model.attn_implementation=flash_attention_2"])
+    with pytest.raises(ConfigError) as err:
+        check_config(flash)
+    assert str(err.value).startswith(
+        "config key 'model.attn_implementation': flash_attention_2 needs the flash-attn package"
+    )
+    with pytest.raises(ConfigError, match=r"'model.liger_kernel': needs the liger-kernel package"):
+        check_config(load_config(tiny_config(), ["model.liger_kernel=true"]))
+
+    # installed, but this machine has no CUDA GPU
+    import torch
+
+    monkeypatch.setattr(kernels, "_installed", lambda module: True)
+    model = SimpleNamespace(
+        config=SimpleNamespace(model_type="blip-2", _attn_implementation="sdpa")
+    )
+    if not torch.cuda.is_available():
+        cfg = parse_model_config({"tiny": {}, "attn_implementation": "flash_attention_2"})
+        with pytest.raises(ConfigError, match="flash_attention_2 runs on CUDA GPUs only"):
+            kernels.apply_kernels(model, cfg)
+    # with CUDA, a family Liger has no kernels for is named (Liger itself only logs it)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    applied = []
+    fake = ModuleType("liger_kernel.transformers.monkey_patch")
+    fake.MODEL_TYPE_TO_APPLY_LIGER_FN = {
+        "llava": lambda model, cross_entropy=True, fused_linear_cross_entropy=True, rms_norm=True: (
+            applied.append((cross_entropy, fused_linear_cross_entropy, rms_norm))
+        )
+    }
+    for name in ("liger_kernel", "liger_kernel.transformers"):
+        monkeypatch.setitem(sys.modules, name, ModuleType(name))
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    liger = parse_model_config({"tiny": {}, "liger_kernel": True})
+    with pytest.raises(ConfigError, match="Liger has no kernels for model type 'blip-2'"):
+        kernels.apply_kernels(model, liger)
+    model.config.model_type = "llava"
+    kernels.apply_kernels(model, liger)
+    # our per-example losses need the logits: Liger's (fused) cross-entropy stays off
+    assert applied == [(False, False, True)]

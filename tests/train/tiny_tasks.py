@@ -1,6 +1,7 @@
 """A user module (loaded through the config's `imports`) with two tiny synthetic datasets:
 `train_colors` (one solid-colour image, "what colour is it?") and `train_words` (text only,
-"what is the opposite of X?"), so training tests need no downloads and mix modalities."""
+"what is the opposite of X?") and `train_lists` (text only, answers of 1 to 6 words: uneven
+target lengths), so training tests need no downloads and mix modalities."""
 
 from __future__ import annotations
 
@@ -53,10 +54,22 @@ def word_records(source: Path, split: str) -> Iterator[Record]:
         yield Record(f"{split}-w{i}", split, (), {"question": q, "answer": OPPOSITES[word]}, {})
 
 
-for _name, _fn in (("train_colors", color_records), ("train_words", word_records)):
+GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+
+
+def list_records(source: Path, split: str) -> Iterator[Record]:
+    for i in range(SIZES[split]):
+        n = 1 + (i * 5) % len(GREEK)  # 1..6 target words, in a shuffled order
+        fields = {"question": f"name the first {n} greek letters", "answer": " ".join(GREEK[:n])}
+        yield Record(f"{split}-l{i}", split, (), fields, {})
+
+
+DATA = (("train_colors", color_records), ("train_words", word_records))
+DATA += (("train_lists", list_records),)
+for _name, _fn in DATA:
     if _name not in DATASETS:
         DATASETS.register(Dataset(name=_name, iter_records=_fn))
-for _name, _dataset in (("train_colors", "train_colors"), ("train_words", "train_words")):
+for _name, _dataset in ((n, n) for n, _ in DATA):
     if _name not in TASKS:
         TASKS.register(
             Task(
