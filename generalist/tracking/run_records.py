@@ -1,6 +1,6 @@
 """A run directory's local records, readable with no MLflow at all: metrics.jsonl (one JSON
-object per log call, non-finite values as null), params.json (merged over calls) and
-tables/<name>.jsonl, each written so that a kill leaves at worst one torn metrics line.
+object per log call, non-finite values as null), params.json and tags.json (each merged over
+calls) and tables/<name>.jsonl, each written so that a kill leaves at worst one torn metrics line.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ def merge_params(run_dir: Path, flat: Mapping[str, str]) -> None:
     path = run_dir / "params.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(flat)
+    atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
+
+
+def merge_tags(run_dir: Path, tags: Mapping[str, str]) -> None:
+    """Merge run tags into <run_dir>/tags.json (later calls win)."""
+    path = run_dir / "tags.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(tags)
     atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
 
 

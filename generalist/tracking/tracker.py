@@ -1,8 +1,10 @@
 """Experiment tracking: a local metrics.jsonl always, MLflow when it answers.
 
-    tracker = Tracker(run_dir, tracking_uri=None, experiment="generalist", run_name=None)
+    tracker = Tracker(run_dir, tracking_uri=None, experiment="generalist", run_name=None,
+                      kind="training")      # the generalist.kind tag (tracking.run_kinds)
     tracker.log_params(config_dict)          # nested dict -> "a.b.c" params (MLflow limits)
     tracker.log_metrics({"train/loss": 1.2}, step=10)
+    tracker.set_tags({"generalist.checkpoint": "..."})   # also kept in <run_dir>/tags.json
     tracker.log_artifact("config.yaml")      # a file (or directory) into the run's artifacts
     tracker.log_table("predictions/vqa_rad/step-10", rows)   # list of dicts -> MLflow table
     tracker.close()                          # sends the backlog, marks the run finished
@@ -47,7 +49,14 @@ from generalist.tracking.mlflow_calls import (
     server_answers,
     table_columns,
 )
-from generalist.tracking.run_records import append_metrics, count_lines, merge_params, write_table
+from generalist.tracking.run_kinds import KIND_TAG, check_kind
+from generalist.tracking.run_records import (
+    append_metrics,
+    count_lines,
+    merge_params,
+    merge_tags,
+    write_table,
+)
 
 
 class Tracker:
@@ -63,6 +72,7 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         retry_s: float = 30.0,
         mlflow: bool = True,
+        kind: str | None = None,
     ) -> None:
         self.enabled = enabled
         self.mlflow = mlflow
@@ -73,6 +83,8 @@ class Tracker:
         self.retry_s = retry_s
         self.run_id: str | None = None
         self._tags = dict(tags or {})
+        if kind is not None:
+            self._tags[KIND_TAG] = check_kind(kind)
         self._queue: list[tuple[str, Any]] = []
         self._client: Any = None
         self._down_since: float | None = None
@@ -90,6 +102,9 @@ class Tracker:
         self._lines = count_lines(self.run_dir / "metrics.jsonl")
         if self._lines:
             self._queue.append(("backlog", self._lines))
+        if self._tags:  # also on a reopened run, which may predate them
+            merge_tags(self.run_dir, self._tags)
+            self._queue.append(("tags", dict(self._tags)))
         self._flush(force=True)
 
     # ---- public API -------------------------------------------------------------------------
@@ -100,6 +115,15 @@ class Tracker:
         flat = flatten_params(params)
         merge_params(self.run_dir, flat)
         self._queue.append(("params", flat))
+        self._flush()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Run tags (strings); also merged into <run_dir>/tags.json."""
+        if not self.enabled:
+            return
+        values = {safe_key(k): str(v) for k, v in tags.items()}
+        merge_tags(self.run_dir, values)
+        self._queue.append(("tags", values))
         self._flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:

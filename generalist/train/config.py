@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from generalist.errors import ConfigError, GeneralistError
+from generalist.eval.metrics.scorers import ScorerConfig
 from generalist.model.config import LoraSettings, ModelConfig
 
 
@@ -59,6 +60,9 @@ class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=list, description="default: the training tasks")
     max_examples: int = Field(64, ge=1)
     split: str = "validation"
+    scorers: ScorerConfig = Field(
+        default_factory=ScorerConfig, description="local weights of the clinical report scorers"
+    )
 
 
 class LoggingConfig(_Strict):

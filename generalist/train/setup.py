@@ -122,6 +122,7 @@ def setup_tracker(cfg: TrainConfig) -> Tracker:
         experiment=cfg.logging.experiment,
         run_name=cfg.logging.run_name or cfg.output_dir.name,
         mlflow=cfg.logging.mlflow,
+        kind="training",
     )
     tracker.log_params(cfg.model_dump(mode="json"))
     return tracker
