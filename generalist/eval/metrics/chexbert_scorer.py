@@ -100,6 +100,19 @@ def _labeler(config: Any) -> Any:
     return LocalLabeler()
 
 
+def check_chexbert_dir(folder: Path) -> Path:
+    """`folder` when it holds what the labeler needs, else a ConfigError naming the key."""
+    folder = Path(folder)
+    needed = ("chexbert.pth", "config.json", "vocab.txt")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{KEY}={folder}: no {', '.join(missing)} there; the folder holds chexbert.pth "
+            f"(StanfordAIMI/RRG_scorers) and bert-base-uncased's config.json and vocab.txt"
+        )
+    return folder
+
+
 class CheXbertLabeler:
     """Labels reports with CheXbert weights from `folder` (batched; f1chexbert's tokenisation
     and forward)."""
@@ -108,14 +121,7 @@ class CheXbertLabeler:
         import torch
         from transformers import BertConfig, BertTokenizer
 
-        folder = Path(folder)
-        needed = ("chexbert.pth", "config.json", "vocab.txt")
-        missing = [name for name in needed if not (folder / name).is_file()]
-        if missing:
-            raise ConfigError(
-                f"{KEY}={folder}: no {', '.join(missing)} there; the folder holds chexbert.pth "
-                f"(StanfordAIMI/RRG_scorers) and bert-base-uncased's config.json and vocab.txt"
-            )
+        folder = check_chexbert_dir(folder)
         self.device = torch.device(device)
         self.batch_size = batch_size
         tokenizer = BertTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -26,8 +26,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from generalist.catalog.task import Task
 from generalist.errors import ConfigError, GeneralistError
-from generalist.eval.metrics.chexbert_scorer import CHEXBERT_METRICS, CheXbertLabeler
-from generalist.eval.metrics.radgraph_scorer import RADGRAPH_METRICS, RadGraphScorer
+from generalist.eval.metrics.chexbert_scorer import (
+    CHEXBERT_METRICS,
+    CheXbertLabeler,
+    check_chexbert_dir,
+)
+from generalist.eval.metrics.radgraph_scorer import (
+    RADGRAPH_METRICS,
+    RadGraphScorer,
+    check_model_dir,
+)
 
 CLINICAL_METRICS = CHEXBERT_METRICS + RADGRAPH_METRICS
 
@@ -67,9 +75,14 @@ def missing_scorers(metrics: Sequence[str], config: ScorerConfig | None) -> list
 
 
 def check_scorers(tasks: Sequence[Task], config: ScorerConfig | None) -> None:
-    """ConfigError naming the key when a task's clinical metric has no weights (before any
-    generation); a warning instead with skip_missing. Also checks the packages are installed."""
+    """ConfigError naming the key when a task's clinical metric has no weights or its folder
+    lacks the files (before any generation); a warning instead with skip_missing when the key
+    is not set. Also checks the packages are installed."""
     config = config or ScorerConfig()
+    if config.chexbert is not None:
+        check_chexbert_dir(config.chexbert)
+    if config.radgraph is not None:
+        check_model_dir(config.radgraph, config.radgraph_model)
     for task in tasks:
         for name in missing_scorers(task.metrics, config):
             metrics = [m for m in task.metrics if _scorer_of(m) == name and m in CLINICAL_METRICS]
