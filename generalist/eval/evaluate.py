@@ -21,7 +21,8 @@ text (`Task.postprocess`) and logs
 and a predictions table per task (id, prompt, target, prediction, score; score = the example's
 token F1 for VQA, exact match for choices, ROUGE-L for free text).
 Classification and medical QA also get option log-likelihood scores (macro_auc,
-ranked_accuracy); see generalist.eval.generation.
+ranked_accuracy); see generalist.eval.generation. A task scored per condition (MIMIC-CXR) also
+logs eval/<task>/<condition>/<metric> (generalist.eval.metrics.choice).
 """
 
 from __future__ import annotations
