@@ -143,13 +143,16 @@ class CheXbertLabeler:
         import pandas as pd
         import torch
         from f1chexbert.f1chexbert import generate_attention_masks, tokenize
+        from tqdm import tqdm
 
         encoded = tokenize(pd.Series(list(reports), dtype=object), self.tokenizer)
         out = np.zeros((len(encoded), len(OBSERVATIONS_14)), dtype=np.int64)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # little padding
         pad = self.tokenizer.pad_token_id or 0
+        starts = range(0, len(order), self.batch_size)
+        progress = tqdm(starts, desc="CheXbert labels", unit="batch", disable=len(order) < 512)
         with torch.no_grad():
-            for start in range(0, len(order), self.batch_size):
+            for start in progress:
                 rows = order[start : start + self.batch_size]
                 lengths = [len(encoded[i]) for i in rows]
                 batch = torch.full((len(rows), max(lengths)), pad, dtype=torch.long)
