@@ -5,6 +5,13 @@ Dataset `mimic_cxr_conditions`: one record per (image, condition) of the five Me
 conditions with a definite CheXpert label (1 -> yes, 0 -> no; uncertain and blank excluded).
 Splits follow the official patient-level split file.
 
+Task `mimic_cxr_classification` asks one yes/no question per record and is scored per condition,
+as Med-PaLM M reports it (Table 2/3): `<condition>/auc`, `<condition>/f1` (of "yes"),
+`<condition>/accuracy`, and `macro_auc` / `macro_f1`, their means over the five conditions (the
+paper's figures); the pooled yes/no figures are `pooled_auc` / `pooled_macro_f1`
+(generalist.eval.metrics.choice). Task `mimic_cxr_report` also reports the clinical metrics of
+Table 2 (CheXbert F1s, RadGraph F1), from local scorer weights (`eval.scorers`).
+
 Publications followed: MIMIC-CXR-JPG 2.0.0 / 2.1.0 (https://physionet.org/content/mimic-cxr-jpg/)
 for the tables and images, MIMIC-CXR 2.0.0 / 2.1.0 (https://physionet.org/content/mimic-cxr/)
 for the reports: two PhysioNet projects, two folders. `--source` is the MIMIC-CXR-JPG root:
@@ -33,7 +40,7 @@ from typing import Any
 
 from generalist.catalog.parts import PromptParts, generation_parts
 from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
-from generalist.catalog.task import TASKS, Task
+from generalist.catalog.task import KIND_METRICS, TASKS, Task
 from generalist.sources.files import check_split, csv_row, read_csv, require_file
 
 from .mimic_cxr_files import SPLIT_NAMES, MimicCxrFiles, table_names
@@ -41,6 +48,18 @@ from .mimic_cxr_files import parse_report as parse_report  # re-exported: the re
 from .mimic_cxr_reports import REPORTS_HELP
 
 CONDITIONS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# Med-PaLM M Table 2's MIMIC-CXR report metrics: clinical first, then the n-gram ones.
+CLINICAL_METRICS = (
+    *(
+        f"chexbert_{a}_f1_{n}{p}"
+        for p in ("", "_plus")
+        for n in ("14", "5")
+        for a in ("micro", "macro")
+    ),
+    "radgraph_f1",
+    "radgraph_f1_simple",
+    "radgraph_f1_complete",
+)
 YES_NO = ("yes", "no")
 ADAPTER_VERSION = 2  # 2: reports from the MIMIC-CXR project (zip read in place), option reports
 CHEXPERT_VALUES = {"1.0": "yes", "1": "yes", "0.0": "no", "0": "no", "-1.0": None, "-1": None}
@@ -198,6 +217,8 @@ TASKS.register(
             "Write the findings section of the report.", "findings", _indication
         ),
         shots=1,
+        metrics=(*CLINICAL_METRICS, *KIND_METRICS["report_generation"]),
+        primary_metric="bleu1",  # needs no scorer weights, so every leaderboard can rank it
         description="MIMIC-CXR findings generation from a frontal chest X-ray.",
     )
 )
@@ -214,7 +235,9 @@ TASKS.register(
         parts=condition_parts,
         labels=YES_NO,
         shots=1,
-        description="MIMIC-CXR binary classification of 5 conditions "
-        "(atelectasis, cardiomegaly, consolidation, edema, pleural effusion).",
+        metrics=("macro_auc", "macro_f1", "accuracy", "pooled_auc", "pooled_macro_f1"),
+        extra={"macro_over": {"field": "condition", "values": CONDITIONS, "positive": "yes"}},
+        description="MIMIC-CXR: 5 conditions (atelectasis, cardiomegaly, consolidation, edema, "
+        "pleural effusion), a yes/no question each, scored per condition and macro-averaged.",
     )
 )

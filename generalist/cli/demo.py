@@ -34,7 +34,7 @@ from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import MIXTURES
 from generalist.catalog.records import DATASETS
 from generalist.catalog.task import TASKS
-from generalist.cli.evaluate import resolve_checkpoint
+from generalist.cli.evaluate import evaluation_run_name, resolve_checkpoint
 from generalist.cli.leaderboard import main as leaderboard_main
 from generalist.errors import DataError, GeneralistError
 from generalist.eval.baselines import majority_answer
@@ -43,6 +43,7 @@ from generalist.model.model_dir import save_model_dir
 from generalist.shards.manifest import load_manifest, read_records
 from generalist.shards.writer import write_dataset
 from generalist.tracking.plots import plot_training_curve
+from generalist.tracking.run_kinds import primary_metric_tags
 from generalist.tracking.tracker import Tracker
 from generalist.train.config import load_config
 from generalist.train.setup import tokenizer_texts
@@ -92,9 +93,17 @@ def shard_demo_data(shards: Path) -> None:
 
 def majority_baseline(shards: Path, out: Path, tracking_uri: str, max_examples: int) -> None:
     """Score the train split's most common target on each task's test split, as an MLflow run."""
-    tracker = Tracker(out, tracking_uri=tracking_uri, experiment="demo", run_name="majority-answer")
-    for name in MIXTURES.get("demo").rates():
-        task = TASKS.get(name)
+    tracker = Tracker(
+        out,
+        tracking_uri=tracking_uri,
+        experiment="demo",
+        run_name="majority-answer",
+        kind="baseline",
+    )
+    tasks = [TASKS.get(name) for name in MIXTURES.get("demo").rates()]
+    tracker.set_tags(primary_metric_tags(tasks))
+    for task in tasks:
+        name = task.name
         train = read_records(shards, task.dataset, "train")
         held_out = read_records(shards, task.dataset, task.eval_split)
         majority, metrics = majority_answer(task, train, itertools.islice(held_out, max_examples))
@@ -206,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "untrained": untrained,
     }
     for name, checkpoint in evaluations.items():
+        # "lora @ step-000080": an evaluation never shares its training run's name
+        run_name = (
+            name
+            if name == "untrained"
+            else evaluation_run_name(name, resolve_checkpoint(checkpoint))
+        )
         cmd = generalist_cmd(
             args.ranks,
             "evaluate",
@@ -222,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--batch-size",
             "32",
             "--run-name",
-            name,
+            run_name,
             "--out",
             str(out / "eval" / name),
         )

@@ -3,8 +3,11 @@
 CONFIG is the training config (shards, tasks/mixture, eval and logging settings; `key=value`
 overrides after it). DIR is a checkpoint (`<output_dir>/checkpoints/step-N`, its `model/`, or
 `<output_dir>/checkpoints` for the latest). Results go to a new MLflow run named
-`<run>-eval-<checkpoint>` (its files in --out, default `<checkpoint>/eval`), logged at the
-checkpoint's step, and are printed one line per metric.
+`<training run> @ <checkpoint>` (e.g. `lora @ step-80`: never the training run's own name),
+tagged generalist.kind=evaluation, generalist.checkpoint and generalist.evaluated_run (its files
+in --out, default `<checkpoint>/eval`), logged at the checkpoint's step, and are printed one
+line per metric. Clinical report metrics read their weights from `eval.scorers` (checked before
+the model is loaded).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError
 from generalist.eval.evaluate import ABLATIONS, check_ablations, evaluate_tasks, load_eval_records
 from generalist.eval.generation import HFPredictor
+from generalist.eval.metrics.scorers import check_scorers
 from generalist.model.model_dir import find_model_dir, load_model_dir
 from generalist.tracking.tracker import Tracker
 from generalist.train.config import TrainConfig, load_config
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--out", type=Path, help="run files (default: <checkpoint>/eval)")
-    parser.add_argument("--run-name", help="MLflow run name")
+    parser.add_argument("--run-name", help="MLflow run name (default: <training run> @ <step>)")
     parser.add_argument("--no-mlflow", action="store_true", help="metrics.jsonl only")
     parser.add_argument("--verbose", action="store_true", help="the libraries' own logs and bars")
     args = parser.parse_args(argv)
@@ -69,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks: list[Task] = [TASKS.get(n) for n in eval_task_names(cfg, args.tasks)]
     ckpt = resolve_checkpoint(args.checkpoint)
 
+    check_scorers(tasks, cfg.eval.scorers)
     find_model_dir(ckpt)
     records, pools = load_eval_records(tasks, cfg.shards, args.split, args.max_examples)
 
@@ -105,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ablations=args.ablations,
         tracker=tracker,
         step=step,
+        scorers=cfg.eval.scorers,
     )
     if tracker is not None:
         tracker.close()
@@ -115,14 +121,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def make_tracker(cfg: TrainConfig, args: argparse.Namespace, ckpt: Path) -> Tracker:
+def evaluation_run_name(training_run: str, ckpt: Path) -> str:
+    """ "<training run> @ <checkpoint>" ("lora @ step-80"; a checkpoint's model/ dir names its
+    step folder), so an evaluation never shares its training run's name."""
+    where = ckpt.parent.name if ckpt.name == "model" and ckpt.parent.name else ckpt.name
+    return f"{training_run} @ {where}"
 
-    name = args.run_name or f"{cfg.logging.run_name or cfg.output_dir.name}-eval-{ckpt.name}"
+
+def make_tracker(cfg: TrainConfig, args: argparse.Namespace, ckpt: Path) -> Tracker:
+    """The evaluation's own MLflow run (see the module docstring)."""
+    training_run = cfg.logging.run_name or cfg.output_dir.name
     return Tracker(
         args.out or ckpt / "eval",
         tracking_uri=cfg.logging.tracking_uri,
         experiment=cfg.logging.experiment,
-        run_name=name,
-        tags={"generalist.kind": "evaluation", "generalist.checkpoint": str(ckpt)},
+        run_name=args.run_name or evaluation_run_name(training_run, ckpt),
+        tags={"generalist.checkpoint": str(ckpt), "generalist.evaluated_run": training_run},
         mlflow=cfg.logging.mlflow and not args.no_mlflow,
+        kind="evaluation",
     )

@@ -2,6 +2,12 @@
 
 generalist leaderboard [--tracking-uri URI] [--experiment NAME ...] [--metric TASK=METRIC ...]
                        [--tasks TASK ...] [--out DIR] [--reference medpalm-m] [--no-log]
+                       [--import MODULE ...]
+
+Writes leaderboard.md/.csv/.png under --out, logs them to a `leaderboard` run, and logs
+rank/<task> and rank/mean onto every ranked run (sort the MLflow runs table by rank/mean).
+Tasks from modules not --import-ed are ranked by the primary metric their runs name; a task
+nothing names is reported with what to pass. --no-log writes the files only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 from generalist.catalog.records import Record
 from generalist.catalog.task import Task
-from generalist.eval.metrics import compute_metrics, finite
+from generalist.eval.metrics.choice import condition_spec
+from generalist.eval.metrics.compute import compute_metrics, finite
 
 
 def majority_answer(
@@ -29,4 +30,7 @@ def majority_answer(
         kwargs["labels"] = [task.postprocess(label) for label in task.labels]
         one_hot = [float(label == majority) for label in task.labels]
         kwargs["option_scores"] = [one_hot] * len(parts)
+        spec = condition_spec(task)
+        if spec is not None:
+            kwargs["conditions"] = [str(r.fields.get(str(spec["field"]))) for r in records]
     return majority, finite(compute_metrics(task, targets, predictions, **kwargs))

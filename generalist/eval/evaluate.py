@@ -21,7 +21,8 @@ text (`Task.postprocess`) and logs
 and a predictions table per task (id, prompt, target, prediction, score; score = the example's
 token F1 for VQA, exact match for choices, ROUGE-L for free text).
 Classification and medical QA also get option log-likelihood scores (macro_auc,
-ranked_accuracy); see generalist.eval.generation.
+ranked_accuracy); see generalist.eval.generation. A task scored per condition (MIMIC-CXR) also
+logs eval/<task>/<condition>/<metric> (generalist.eval.metrics.choice).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, ExemplarPool, format
 from generalist.catalog.records import Example, Record
 from generalist.catalog.task import Task
 from generalist.errors import ConfigError
-from generalist.eval import metrics as M
 from generalist.eval.generation import Predictor, predict_batched, with_blank_images
+from generalist.eval.metrics.choice import condition_spec
+from generalist.eval.metrics.compute import compute_metrics, finite
+from generalist.eval.metrics.scorers import ScorerConfig, check_scorers
+from generalist.eval.metrics.text import rouge_l, token_f1
 from generalist.shards.manifest import load_manifest, read_records
+from generalist.tracking.run_kinds import primary_metric_tags
 from generalist.tracking.tracker import Tracker
 
 ABLATIONS = ("shots0", "shots1", "shots2", "blank_image", "templates")
@@ -51,8 +56,12 @@ OPTION_KINDS = ("classification", "medical_qa")
 
 @dataclass(frozen=True)
 class EvalExample:
+    """An example as evaluation formats it, with what its metrics split by: the record's
+    answer type (VQA) and condition (a task scored per condition)."""
+
     example: Example
     answer_type: str | None = None
+    condition: str | None = None
 
 
 def check_ablations(names: Sequence[str]) -> list[str]:
@@ -74,13 +83,17 @@ def build_examples(
     pool = ExemplarPool(task, pool_records) if task.shots and pool_records is not None else None
     if task.shots and pool is None:
         task = dataclasses.replace(task, shots=0)  # no train split (e.g. PubMedQA): 0-shot
+    spec = condition_spec(task)
     out = []
     for record in records:
         example = format_example(task, record, pool, seed=seed, train=False, template=template)
         if blank_image:
             example = with_blank_images(example)
         answer_type = record.fields.get("answer_type")
-        out.append(EvalExample(example, str(answer_type) if answer_type is not None else None))
+        condition = str(record.fields.get(str(spec["field"]))) if spec is not None else None
+        out.append(
+            EvalExample(example, str(answer_type) if answer_type is not None else None, condition)
+        )
     return out
 
 
@@ -133,7 +146,10 @@ def predict(
 
 
 def score_task(
-    task: Task, items: Sequence[EvalExample], results: Sequence[tuple[str, Any]]
+    task: Task,
+    items: Sequence[EvalExample],
+    results: Sequence[tuple[str, Any]],
+    scorers: ScorerConfig | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics and per-example rows from predictions (post-processed as the task says)."""
     post = task.postprocess
@@ -151,15 +167,17 @@ def score_task(
     if task.kind == "classification":
         kwargs.pop("options", None)
         kwargs["labels"] = [post(label) for label in task.labels]
-    values = M.compute_metrics(task, targets, preds, **kwargs)
+        if condition_spec(task) is not None:
+            kwargs["conditions"] = [i.condition for i in items]
+    values = compute_metrics(task, targets, preds, scorers=scorers, **kwargs)
     rows = []
     for item, target, pred in zip(items, targets, preds):
         if task.kind == "vqa":
-            score = M.token_f1(target, pred)
+            score = token_f1(target, pred)
         elif task.kind in OPTION_KINDS:
             score = float(target == pred)
         else:
-            score = M.rouge_l([target], [pred])
+            score = rouge_l([target], [pred])
         ex = item.example
         rows.append(
             {
@@ -170,7 +188,7 @@ def score_task(
                 "score": score,
             }
         )
-    return M.finite(values), rows
+    return finite(values), rows
 
 
 def evaluate_task(
@@ -182,6 +200,7 @@ def evaluate_task(
     seed: int = 0,
     batch_size: int = 8,
     ablations: Sequence[str] = (),
+    scorers: ScorerConfig | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One task's eval/ metrics (with ablations) and prediction rows; ({}, []) off rank 0."""
     rank, _ = _rank_world()
@@ -189,7 +208,7 @@ def evaluate_task(
     def run(t: Task, template: int = 0, blank: bool = False) -> dict[str, Any]:
         items = build_examples(t, records, pool, seed, template, blank)
         results = predict(t, items, predictor, batch_size)
-        values, rows = score_task(t, items, results) if rank == 0 else ({}, [])
+        values, rows = score_task(t, items, results, scorers) if rank == 0 else ({}, [])
         return {"values": values, "rows": rows}
 
     base = run(task)
@@ -227,12 +246,19 @@ def evaluate_tasks(
     ablations: Sequence[str] = (),
     tracker: Tracker | None = None,
     step: int = 0,
+    scorers: ScorerConfig | None = None,
 ) -> dict[str, float]:
     """Score every task (and ablation); log on rank 0. Returns the eval/ metrics (rank 0).
 
-    Every rank must call it (generation and gathering are collective)."""
+    Every rank must call it (generation and gathering are collective). scorers: where the
+    clinical report scorers' weights are (eval.scorers), checked before anything is generated.
+    The run is tagged with each task's primary metric (`generalist.primary_metric.<task>`), so
+    a leaderboard can rank tasks whose module it has not imported."""
     check_ablations(ablations)
+    check_scorers(tasks, scorers)
     rank, _ = _rank_world()
+    if tracker is not None and rank == 0:
+        tracker.set_tags(primary_metric_tags(tasks))
     out: dict[str, float] = {}
     for task in tasks:
         values, rows = evaluate_task(
@@ -243,6 +269,7 @@ def evaluate_tasks(
             seed=seed,
             batch_size=batch_size,
             ablations=ablations,
+            scorers=scorers,
         )
         out.update(values)
         if tracker is not None and rows:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from generalist.atomic import atomic_write
+
 MAX_KEY = 250  # MLflow's key length limit (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
 MAX_VALUE = 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
 PARAMS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH
@@ -124,3 +126,37 @@ def send(client: Any, run_id: str, kind: str, payload: Any) -> None:
         client.set_terminated(run_id, status=payload)
     else:
         raise ValueError(f"unknown MLflow call kind {kind!r}")
+
+
+def open_run(
+    client: Any,
+    run_dir: Path,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+) -> str:
+    """The id of the run `run_dir` logs to: the one in <run_dir>/mlflow_run.json marked RUNNING
+    again (a resumed run, `generalist sync`), else a new run whose id is written there."""
+    pointer = run_dir / "mlflow_run.json"
+    if pointer.exists():
+        saved = json.loads(pointer.read_text())
+        if saved.get("tracking_uri") == tracking_uri and _reopen(client, saved["run_id"]):
+            return str(saved["run_id"])
+    experiment_id = ensure_experiment(client, experiment, tracking_uri)
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    atomic_write(pointer, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}, indent=1))
+    return str(run_id)
+
+
+def _reopen(client: Any, run_id: str) -> bool:
+    """Mark a run of a previous process RUNNING again; False when it no longer exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.update_run(run_id, status="RUNNING")
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True

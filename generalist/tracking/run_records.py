@@ -1,6 +1,6 @@
 """A run directory's local records, readable with no MLflow at all: metrics.jsonl (one JSON
-object per log call, non-finite values as null), params.json (merged over calls) and
-tables/<name>.jsonl, each written so that a kill leaves at worst one torn metrics line.
+object per log call, non-finite values as null), params.json and run.json (each merged over
+calls) and tables/<name>.jsonl, each written so that a kill leaves at worst one torn metrics line.
 """
 
 from __future__ import annotations
@@ -37,6 +37,15 @@ def merge_params(run_dir: Path, flat: Mapping[str, str]) -> None:
     path = run_dir / "params.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(flat)
+    atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
+
+
+def merge_identity(run_dir: Path, tags: Mapping[str, str], **identity: Any) -> None:
+    """Who the run is, in <run_dir>/run.json (tracking URI, experiment, name, tags), for
+    `generalist sync` to create it as it was meant; tags merge over calls (later ones win)."""
+    path = run_dir / "run.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**saved, **identity, "tags": {**saved.get("tags", {}), **tags}}
     atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
 
 

@@ -1,8 +1,10 @@
 """Experiment tracking: a local metrics.jsonl always, MLflow when it answers.
 
-    tracker = Tracker(run_dir, tracking_uri=None, experiment="generalist", run_name=None)
+    tracker = Tracker(run_dir, tracking_uri=None, experiment="generalist", run_name=None,
+                      kind="training")      # the generalist.kind tag (tracking.run_kinds)
     tracker.log_params(config_dict)          # nested dict -> "a.b.c" params (MLflow limits)
     tracker.log_metrics({"train/loss": 1.2}, step=10)
+    tracker.set_tags({"generalist.checkpoint": "..."})   # also kept in <run_dir>/run.json
     tracker.log_artifact("config.yaml")      # a file (or directory) into the run's artifacts
     tracker.log_table("predictions/vqa_rad/step-10", rows)   # list of dicts -> MLflow table
     tracker.close()                          # sends the backlog, marks the run finished
@@ -38,20 +40,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from generalist.atomic import atomic_write
 from generalist.tracking.delivery import read_record, unheld, write_record
 from generalist.tracking.mlflow_calls import (
     default_tracking_uri,
-    ensure_experiment,
     flatten_params,
     is_remote,
     log_metrics,
+    open_run,
     safe_key,
     send,
     server_answers,
     table_columns,
 )
-from generalist.tracking.run_records import append_metrics, count_lines, merge_params, write_table
+from generalist.tracking.run_kinds import KIND_TAG, check_kind
+from generalist.tracking.run_records import (
+    append_metrics,
+    count_lines,
+    merge_identity,
+    merge_params,
+    write_table,
+)
 
 
 class Tracker:
@@ -67,6 +75,7 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         retry_s: float = 30.0,
         mlflow: bool = True,
+        kind: str | None = None,
     ) -> None:
         self.enabled = enabled
         self.mlflow = mlflow
@@ -77,6 +86,8 @@ class Tracker:
         self.retry_s = retry_s
         self.run_id: str | None = None
         self._tags = dict(tags or {})
+        if kind is not None:
+            self._tags[KIND_TAG] = check_kind(kind)
         self._queue: list[tuple[str, Any]] = []
         self._client: Any = None
         self._down_since: float | None = None
@@ -84,10 +95,13 @@ class Tracker:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # who the run is, for `generalist sync` to create it as it was meant (name, tags, ...)
-        identity = {"tracking_uri": self.tracking_uri, "experiment": experiment}
-        identity.update(run_name=self.run_name, tags=self._tags)
-        atomic_write(self.run_dir / "run.json", json.dumps(identity, indent=1))
+        merge_identity(
+            self.run_dir,
+            self._tags,
+            tracking_uri=self.tracking_uri,
+            experiment=experiment,
+            run_name=self.run_name,
+        )
         if is_remote(self.tracking_uri):
             # Fail fast instead of mlflow's default minutes of HTTP retries; the queue retries.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -98,6 +112,8 @@ class Tracker:
         self._lines = count_lines(self.run_dir / "metrics.jsonl")
         if self._lines or read_record(self.run_dir).get("resend"):
             self._queue.append(("backlog", self._lines))
+        if self._tags:  # also on a reopened run, which may predate them
+            self._queue.append(("tags", dict(self._tags)))
         self._flush(force=True)
 
     # ---- public API -------------------------------------------------------------------------
@@ -108,6 +124,15 @@ class Tracker:
         flat = flatten_params(params)
         merge_params(self.run_dir, flat)
         self._queue.append(("params", flat))
+        self._flush()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Run tags (strings); also merged into <run_dir>/run.json."""
+        if not self.enabled:
+            return
+        values = {safe_key(k): str(v) for k, v in tags.items()}
+        merge_identity(self.run_dir, values)
+        self._queue.append(("tags", values))
         self._flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -208,31 +233,14 @@ class Tracker:
         from mlflow import MlflowClient
 
         self._client = MlflowClient(self.tracking_uri)
-        pointer = self.run_dir / "mlflow_run.json"
-        if pointer.exists():
-            saved = json.loads(pointer.read_text())
-            if saved.get("tracking_uri") == self.tracking_uri and self._reopen(saved["run_id"]):
-                self.run_id = saved["run_id"]
-                return
-        experiment_id = ensure_experiment(self._client, self.experiment, self.tracking_uri)
-        run = self._client.create_run(experiment_id, run_name=self.run_name, tags=self._tags)
-        self.run_id = run.info.run_id
-        atomic_write(
-            pointer,
-            json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}, indent=1),
+        self.run_id = open_run(
+            self._client,
+            self.run_dir,
+            self.tracking_uri,
+            self.experiment,
+            self.run_name,
+            self._tags,
         )
-
-    def _reopen(self, run_id: str) -> bool:
-        """Mark a run of a previous process RUNNING again; False when it no longer exists."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self._client.update_run(run_id, status="RUNNING")
-        except MlflowException as err:
-            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return False
-            raise
-        return True
 
     def _send(self, kind: str, payload: Any) -> None:
         if kind == "metrics":

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generalist.catalog.registry import close_matches
 from generalist.errors import ConfigError, GeneralistError
+from generalist.eval.metrics.scorers import ScorerConfig
 from generalist.model.config import LoraSettings, ModelConfig
 from generalist.train.config_paths import anchor_paths
 
@@ -75,6 +76,9 @@ class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=list, description="default: the training tasks")
     max_examples: int = Field(64, ge=1, description="examples per task and evaluation")
     split: str = Field("validation", description="the split evaluated")
+    scorers: ScorerConfig = Field(
+        default_factory=ScorerConfig, description="local weights of the clinical report scorers"
+    )
 
 
 class LoggingConfig(_Strict):

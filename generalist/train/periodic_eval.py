@@ -59,6 +59,7 @@ def periodic_evaluation(
             batch_size=cfg.batch.micro_batch_size,
             tracker=tracker,
             step=step,
+            scorers=cfg.eval.scorers,
         )
     finally:
         model.train(was_training)

@@ -11,6 +11,7 @@ from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import MIXTURES, Mixture, mixture_from_rates
 from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError, DataError, GeneralistError
+from generalist.eval.metrics.scorers import check_scorers
 from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.kernels import check_kernel_packages
 from generalist.shards.manifest import load_manifest, verify_dataset
@@ -105,6 +106,7 @@ def check_config(cfg: TrainConfig) -> Mixture:
             except GeneralistError as err:
                 raise ConfigError(f"config key 'eval.tasks': {err}") from None
             needed.add((task.dataset, cfg.eval.split))
+            check_scorers([task], cfg.eval.scorers)  # clinical metrics' weights: eval.scorers
     _check_shards(cfg.shards, needed, verify=cfg.verify_shards)
     for key in ("name_or_path", "vision_encoder", "language_model"):
         _check_model_source(f"model.{key}", getattr(cfg.model, key, None))

@@ -168,6 +168,7 @@ def open_run_log(cfg: TrainConfig, step: int) -> Tracker:
         experiment=cfg.logging.experiment,
         run_name=cfg.logging.run_name or out.name,
         mlflow=cfg.logging.mlflow,
+        kind="training",
     )
     path = out / "params.json"
     logged = json.loads(path.read_text()) if path.exists() else {}

@@ -29,6 +29,10 @@ class Capture:
     def __init__(self) -> None:
         self.tables: dict[str, Any] = {}
         self.metrics: dict[str, float] = {}
+        self.tags: dict[str, str] = {}
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
 
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
         self.tables[name] = rows

@@ -49,7 +49,11 @@ def test_evaluate_cli_logs_metrics_and_tables(setup: dict, capsys) -> None:
     client = MlflowClient(setup["uri"])
     exp = client.get_experiment_by_name("evalcli").experiment_id
     (run,) = client.search_runs([exp])
-    assert run.info.run_name == "run-eval-step-000004" and run.info.status == "FINISHED"
+    # "<training run> @ <checkpoint>": never the training run's own name
+    assert run.info.run_name == "run @ step-000004" and run.info.status == "FINISHED"
+    assert run.data.tags["generalist.kind"] == "evaluation"
+    assert run.data.tags["generalist.evaluated_run"] == "run"
+    assert run.data.tags["generalist.primary_metric.eval_shapes"] == "macro_auc"
     keys = set(run.data.metrics)
     assert {"eval/eval_colors/token_f1", "eval/eval_shapes/macro_f1"} <= keys
     assert "eval/eval_shapes/blank_image/accuracy" in keys
@@ -73,6 +77,10 @@ def test_evaluate_cli_errors_before_loading_the_model(setup: dict, capsys) -> No
     assert "did you mean 'eval_colors'" in capsys.readouterr().err
     assert cli_main([*base, ckpt, "--split", "validation", "--tasks", "eval_qa"]) == 2
     assert "has no 'validation' split" in capsys.readouterr().err
+    # a clinical report metric without its local scorer weights: the key is named, at once
+    assert cli_main([*base, ckpt, "--tasks", "mimic_cxr_report"]) == 2
+    err = capsys.readouterr().err
+    assert "chexbert_micro_f1_14" in err and "set eval.scorers.chexbert=FOLDER" in err
 
 
 def test_periodic_evaluation_for_the_trainer(setup: dict) -> None:
@@ -90,3 +98,43 @@ def test_periodic_evaluation_for_the_trainer(setup: dict) -> None:
     assert {"eval/eval_qa/accuracy", "eval/eval_shapes/macro_auc"} <= set(first)
     assert [len(r) for r in cache["data"][0].values()] == [3, 3]  # records loaded once, kept
     assert periodic_evaluation(cfg, bundle, bundle.model, step=20, cache=cache) == first
+
+
+def test_every_run_is_tagged_with_its_kind(setup: dict, monkeypatch, tmp_path: Path) -> None:
+    """Training, evaluation, baseline and leaderboard runs each carry generalist.kind, so
+    filtering the runs table by kind is complete."""
+    import itertools
+
+    from generalist.catalog.records import DATASETS
+    from generalist.cli import demo
+    from generalist.train.config import load_config
+    from generalist.train.setup import setup_tracker
+
+    uri = setup["uri"]
+    cfg = load_config(setup["config"], [f"output_dir={tmp_path / 'train'}"])
+    setup_tracker(cfg).close()  # what `generalist train` opens on rank 0
+    root = setup["root"]
+    argv = ["evaluate", str(setup["config"]), "--checkpoint", str(root / "run" / "checkpoints")]
+    assert cli_main([*argv, "--max-examples", "2", "--out", str(tmp_path / "eval")]) == 0
+
+    def records(shards: Path, dataset: str, split: str):  # the demo data, without sharding it
+        data = DATASETS.get(dataset)
+        return itertools.islice(data.iter_records(data.default_source(), split), 40)
+
+    monkeypatch.setattr(demo, "read_records", records)
+    demo.majority_baseline(tmp_path / "shards", tmp_path / "majority", uri, max_examples=20)
+    for experiment in ("evalcli", "demo"):
+        board = ["leaderboard", "--tracking-uri", uri, "--experiment", experiment]
+        assert cli_main([*board, "--out", str(tmp_path / f"board-{experiment}")]) == 0
+    client = MlflowClient(uri)
+    ids = [client.get_experiment_by_name(e).experiment_id for e in ("evalcli", "demo")]
+    runs = client.search_runs(ids)
+    kinds = sorted(r.data.tags.get("generalist.kind", "(none)") for r in runs)
+    assert set(kinds) == {"training", "evaluation", "baseline", "leaderboard"}
+    assert kinds.count("leaderboard") == 2 and kinds.count("baseline") == 1
+    (baseline,) = [r for r in runs if r.data.tags["generalist.kind"] == "baseline"]
+    assert baseline.info.run_name == "majority-answer"
+    assert baseline.data.metrics["rank/mean"] == 1.0  # the only scored run of its experiment
+    training = [r for r in runs if r.data.tags["generalist.kind"] == "training"]
+    assert {r.info.run_name for r in training} == {"train"}
+    assert not any(k.startswith("rank/") for r in training for k in r.data.metrics)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,105 @@ def test_runs_sharing_a_name_are_told_apart_only_when_both_are_scored() -> None:
     table = build_table(runs, {"easy_vqa": "bleu1"})
     assert list(table.index) == ["lora (cccccccc)", "lora (dddddddd)", "warm-up"]
     assert list(table["easy_vqa"]) == [0.7, 0.6, 0.5]
+
+
+def _rest(server: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{server}/api/2.0/mlflow/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+def test_rank_metrics_on_the_runs_read_back_through_the_rest_api(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    """After `generalist leaderboard` every ranked run carries rank/<task> and rank/mean: the
+    MLflow runs table sorted by rank/mean is the leaderboard."""
+    experiment = f"board-{uuid.uuid4().hex[:8]}"
+    logged = {  # name -> (kind, metrics)
+        "lora": ("training", {"train/loss": 0.5}),  # the training run: never ranked
+        "lora @ step-80": ("evaluation", {"eval/easy_vqa/bleu1": 0.9, "eval/vqa_rad/bleu1": 0.3}),
+        "warm-up @ step-160": (
+            "evaluation",
+            {"eval/easy_vqa/bleu1": 0.7, "eval/vqa_rad/bleu1": 0.6},
+        ),
+        "majority-answer": ("baseline", {"eval/easy_vqa/bleu1": 0.2}),
+    }
+    for name, (kind, values) in logged.items():
+        tracker = Tracker(
+            tmp_path / name,
+            tracking_uri=mlflow_server,
+            experiment=experiment,
+            run_name=name,
+            kind=kind,
+        )
+        tracker.log_metrics(values, step=1)
+        tracker.close()
+    out = tmp_path / "board"
+    argv = ["leaderboard", "--tracking-uri", mlflow_server, "--experiment", experiment]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    with open(out / "leaderboard.csv") as f:
+        board = [r["run"] for r in csv.DictReader(f)]
+    # easy_vqa: lora 1, warm-up 2, majority 3; vqa_rad: warm-up 1, lora 2 -> lora 1.5, warm-up 1.5
+    assert board == ["lora @ step-80", "warm-up @ step-160", "majority-answer"]
+
+    found = _rest(mlflow_server, f"experiments/get-by-name?experiment_name={experiment}")
+    search = {
+        "experiment_ids": [found["experiment"]["experiment_id"]],
+        "order_by": ["metrics.`rank/mean` ASC", "attributes.start_time ASC"],
+        "max_results": 100,
+    }
+    runs = _rest(mlflow_server, "runs/search", search)["runs"]
+    by_name = {
+        r["info"]["run_name"]: {m["key"]: m["value"] for m in r["data"].get("metrics", [])}
+        for r in runs
+    }
+    tags = {
+        r["info"]["run_name"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+        for r in runs
+    }
+    ranked = [r["info"]["run_name"] for r in runs if "rank/mean" in by_name[r["info"]["run_name"]]]
+    assert ranked == board  # sorting the runs table by rank/mean is the leaderboard
+    assert by_name["lora @ step-80"]["rank/easy_vqa"] == 1.0
+    assert by_name["lora @ step-80"]["rank/vqa_rad"] == 2.0
+    assert by_name["lora @ step-80"]["rank/mean"] == 1.5
+    assert by_name["warm-up @ step-160"]["rank/mean"] == 1.5
+    assert by_name["majority-answer"] == pytest.approx(
+        {"eval/easy_vqa/bleu1": 0.2, "rank/easy_vqa": 3.0, "rank/mean": 3.0}
+    )
+    assert not any(k.startswith("rank/") for k in by_name["lora"])
+    assert {n: t["generalist.kind"] for n, t in tags.items()} == {
+        "lora": "training",
+        "lora @ step-80": "evaluation",
+        "warm-up @ step-160": "evaluation",
+        "majority-answer": "baseline",
+        "leaderboard": "leaderboard",
+    }
+
+
+def test_tasks_not_imported_are_ranked_from_their_runs_or_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    for name, score in (("a", 0.4), ("b", 0.8)):
+        tracker = Tracker(tmp_path / name, tracking_uri=uri, experiment="plug", run_name=name)
+        tracker.set_tags({"generalist.primary_metric.my_task": "score"})  # as evaluation does
+        tracker.log_metrics({"eval/my_task/score": score, "eval/bare_task/f": 1 - score}, step=0)
+        tracker.close()
+    out = tmp_path / "board"
+    base = ["leaderboard", "--tracking-uri", uri, "--out", str(out)]
+    assert cli_main([*base, "--experiment", "plug"]) == 0
+    captured = capsys.readouterr()
+    assert "| my_task (score) |" in captured.out  # not registered here: read off its runs
+    assert "bare_task" in captured.err and "--import MODULE" in captured.err
+    assert "--metric bare_task=METRIC" in captured.err
+    with open(out / "leaderboard.csv") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["b", "a"]
+    assert cli_main([*base, "--experiment", "plug", "--metric", "bare_task=f"]) == 0
+    assert "bare_task (f)" in capsys.readouterr().out
+    assert cli_main([*base, "--experiment", "plug", "--tasks", "bare_task"]) == 2
+    assert "pass --import MODULE" in capsys.readouterr().err

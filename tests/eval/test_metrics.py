@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from rouge_score import rouge_scorer
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from generalist.catalog.task import TASKS
 from generalist.errors import GeneralistError
@@ -123,3 +123,31 @@ def test_compute_metrics_dispatches_by_task_kind() -> None:
     out = metrics.compute_metrics(task, list(task.labels), list(task.labels), option_scores=scores)
     assert out == {"accuracy": 1.0, "macro_f1": 1.0, "macro_auc": 1.0, "ranked_accuracy": 1.0}
     assert set(task.metrics) <= set(out)
+
+
+def test_macro_f1_averages_over_the_labels_the_references_have() -> None:
+    labels = ("a", "b", "c")  # "c" is in no reference of this (partial) evaluation set
+    targets, preds = ["a", "a", "b"], ["a", "c", "b"]
+    out = metrics.classification_metrics(targets, preds, labels)
+    # "a": P 1/1, R 1/2 -> 2/3; "b": 1; "c" left out (its one prediction is a's false negative)
+    assert out["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert out["macro_f1"] == pytest.approx(
+        f1_score(targets, preds, labels=["a", "b"], average="macro", zero_division=0)
+    )
+    every = metrics.classification_metrics(targets, preds, labels, f1_labels="all")
+    assert every["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # the old rule: c counts 0
+
+
+@pytest.mark.parametrize("separator", ["\r", "\u2028", "\u0085", "\r\n"])
+def test_report_text_is_whitespace_normalised_inside_the_metric(separator: str) -> None:
+    # A line break inside one text used to shift pycocoevalcap's line-based tokenizer output by
+    # one line: every later pair was scored against the wrong reference.
+    targets = ["the heart size is normal", "small left pleural effusion", "no pneumothorax seen"]
+    preds = [f"the heart{separator}size is normal", targets[1], targets[2]]
+    wanted = ("bleu1", "bleu4", "cider_d", "rouge_l")
+    out = metrics.report_generation_metrics(targets, preds, wanted)
+    clean = metrics.report_generation_metrics(targets, list(targets), wanted)
+    assert out == pytest.approx(clean)
+    assert out["bleu4"] == pytest.approx(1.0, abs=1e-6)
+    swapped = metrics.report_generation_metrics([f"a{separator}b", "c d"], ["a b", "c d"], wanted)
+    assert swapped["bleu1"] == pytest.approx(1.0, abs=1e-6)
