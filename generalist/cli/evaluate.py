@@ -21,9 +21,10 @@ from generalist import distributed as dist
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError
-from generalist.eval.evaluate import ABLATIONS, check_ablations, evaluate_tasks, load_eval_records
+from generalist.eval.evaluate import ABLATIONS, check_ablations, evaluate_tasks
 from generalist.eval.generation import HFPredictor
 from generalist.eval.metrics.scorers import check_scorers
+from generalist.eval.records import load_eval_records
 from generalist.model.model_dir import find_model_dir, load_model_dir
 from generalist.tracking.tracker import Tracker
 from generalist.train.config import TrainConfig, load_config

@@ -28,16 +28,14 @@ logs eval/<task>/<condition>/<metric> (generalist.eval.metrics.choice).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, ExemplarPool, format_example
+from generalist.catalog.exemplars import ExemplarPool, format_example
 from generalist.catalog.records import Example, Record
 from generalist.catalog.task import Task
 from generalist.errors import ConfigError
@@ -46,7 +44,6 @@ from generalist.eval.metrics.choice import condition_spec
 from generalist.eval.metrics.compute import compute_metrics, finite
 from generalist.eval.metrics.scorers import ScorerConfig, check_scorers
 from generalist.eval.metrics.text import rouge_l, token_f1
-from generalist.shards.manifest import load_manifest, read_records
 from generalist.tracking.run_kinds import primary_metric_tags
 from generalist.tracking.tracker import Tracker
 
@@ -277,26 +274,3 @@ def evaluate_tasks(
     if tracker is not None and rank == 0:
         tracker.log_metrics(out, step=step)
     return out
-
-
-def load_eval_records(
-    tasks: Sequence[Task], shard_root: Path | str, split: str | None, max_examples: int | None
-) -> tuple[dict[str, list[Record]], dict[str, list[Record] | None]]:
-    """(eval records per task, exemplar-pool records per task) from the shards; the pool is
-    the dataset's train split (None when it has none)."""
-    records, pools = {}, {}
-    for task in tasks:
-        manifest = load_manifest(shard_root, task.dataset)
-        which = split or task.eval_split
-        if which not in manifest["splits"]:
-            raise ConfigError(
-                f"task {task.name!r}: dataset {task.dataset!r} under {shard_root} has no "
-                f"{which!r} split (has {sorted(manifest['splits'])}); pick another split"
-            )
-        it = read_records(shard_root, task.dataset, which)
-        records[task.name] = list(itertools.islice(it, max_examples))
-        pools[task.name] = None
-        if task.shots and "train" in manifest["splits"]:
-            pool_it = read_records(shard_root, task.dataset, "train")
-            pools[task.name] = list(itertools.islice(pool_it, DEFAULT_POOL_SIZE))
-    return records, pools

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from generalist.catalog.task import TASKS
-from generalist.eval.evaluate import evaluate_tasks, load_eval_records
+from generalist.eval.evaluate import evaluate_tasks
 from generalist.eval.generation import HFPredictor
+from generalist.eval.records import load_eval_records
 from generalist.model.bundle import ModelBundle
 from generalist.tracking.tracker import Tracker
 from generalist.train.config import TrainConfig

@@ -108,11 +108,11 @@ def test_every_run_is_tagged_with_its_kind(setup: dict, monkeypatch, tmp_path: P
     from generalist.catalog.records import DATASETS
     from generalist.cli import demo
     from generalist.train.config import load_config
-    from generalist.train.setup import setup_tracker
+    from generalist.train.resume import open_run_log
 
     uri = setup["uri"]
     cfg = load_config(setup["config"], [f"output_dir={tmp_path / 'train'}"])
-    setup_tracker(cfg).close()  # what `generalist train` opens on rank 0
+    open_run_log(cfg, 0).close()  # what `generalist train` opens on rank 0
     root = setup["root"]
     argv = ["evaluate", str(setup["config"]), "--checkpoint", str(root / "run" / "checkpoints")]
     assert cli_main([*argv, "--max-examples", "2", "--out", str(tmp_path / "eval")]) == 0

@@ -134,6 +134,7 @@ def test_hub_id_without_network_fails_at_once(tmp: Path, shard_root: Path, cli, 
     good = tmp / "hub.yaml"
     good.write_text(yaml.safe_dump(config_dict(shard_root, tmp / "hub_out")))
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp / "hf_cache")}
+    env["HF_HUB_OFFLINE"] = "0"  # another conftest sets it for the session; here it is not set
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

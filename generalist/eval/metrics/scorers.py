@@ -47,7 +47,9 @@ class ScorerConfig(BaseModel):
 
     chexbert: Path | None = Field(None, description="folder: chexbert.pth, config.json, vocab.txt")
     radgraph: Path | None = Field(None, description="folder holding <radgraph_model>/")
-    radgraph_model: Literal["radgraph", "radgraph-xl"] = "radgraph"
+    radgraph_model: Literal["radgraph", "radgraph-xl"] = Field(
+        "radgraph", description="which RadGraph model under the radgraph folder"
+    )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     batch_size: int = Field(16, ge=1, description="CheXbert reports per forward")
     skip_missing: bool = Field(False, description="leave out metrics whose weights are not set")
