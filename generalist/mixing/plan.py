@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generalist.catalog.exemplars import ExemplarPool
-from generalist.catalog.mixture import Mixture
+from generalist.catalog.mixture import SCHEDULES, Mixture
 from generalist.catalog.records import Record
 from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError, DataError, GeneralistError
@@ -68,6 +68,14 @@ def check_inputs(
             "a training stream with dataloader workers needs batch_size (the DataLoader's), "
             "since each worker builds whole batches"
         )
+
+
+def resolve_schedule(mixture: Mixture, schedule: str | None) -> str:
+    """The schedule a stream uses: `schedule`, or the mixture's; ConfigError if unknown."""
+    kind = mixture.schedule if schedule is None else schedule
+    if kind not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {list(SCHEDULES)}, got {kind!r}")
+    return kind
 
 
 def resolve_tasks(mixture: Mixture, train: bool) -> list[Task]:

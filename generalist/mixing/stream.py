@@ -9,40 +9,36 @@
     loader.load_state_dict(checkpoint["data"])       # then iterate: exactly the same batches
     stream.realized_rates()  # {task: fraction seen}  vs  stream.target_rates
 
-What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.format_example` (the
-task's instruction paraphrases, exemplars from a pool of the first `exemplar_pool_size` train
-records; epoch 0 formats exactly as `generalist render --seed SEED` shows, later epochs draw
-other paraphrases/exemplars from a seed derived from (seed, epoch)).
+What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.format_example`
+(epoch 0 exactly as `generalist render --seed SEED` shows; later epochs draw other paraphrases
+and exemplars from a seed derived from (seed, epoch)). The shard root may be a URL (s3://,
+gs://, https://, anything fsspec opens; see generalist/shards/storage.py).
 
-How (each stage is a module): mix_rates.Schedule decides which task fills every position of the
-global example sequence (counter-based RNG, per-batch minimum); this rank takes positions
-[rank*B, (rank+1)*B) of every global batch of B*world_size; rank-local batch g is built by the
-DataLoader worker holding virtual slot g % num_workers; task_reader gives each (rank, slot) a
-disjoint share of every task's shards, shard order reshuffled per (seed, task, epoch) and the
-samples inside each shard read in a permutation per (seed, task, epoch, shard) (by seeking in
-the tar, from an index of its headers); a task that runs out starts its next epoch alone.
+How: mixing.schedule decides which task fills every position of the global sequence (stratified
+or i.i.d., per-batch minimum); this rank takes positions [rank*B, (rank+1)*B) of every global
+batch of B*world_size; rank-local batch g is built by the DataLoader worker holding virtual slot
+g % num_workers; mixing.shares gives each (rank, slot) a disjoint share of every task's shards,
+reshuffled per (seed, task, epoch), read by seeking through a tar index; a task that runs out
+starts its next epoch alone.
 
-State and resume: because the schedule is a pure function of the position, the whole state is
-"how many examples this rank consumed" plus, derived from it in the main process, the number of
-records every (rank, slot) reader consumed per task, its (epoch, shard, offset), the mixer's
-window index and the per-task counts. The DataLoader prefetches, so workers' own progress is
-not the truth: `stream.dataloader()` counts the batches the training loop actually received
-(with num_workers=0 the stream counts its own yields). `load_state_dict` restores the readers
-by arithmetic and the seeded permutations (a reader seeks straight to its next sample): nothing
-is replayed. The state is the same on every rank, so saving rank 0's is enough.
+State and resume: the schedule is a pure function of the position, so the state is "how many
+examples this rank consumed" plus, derived from it in the main process, each (rank, slot)
+reader's records consumed per task, its (epoch, shard, offset), the mixer's window and the
+per-task counts. The DataLoader prefetches, so `stream.dataloader()` counts the batches the
+loop actually received (with num_workers=0 the stream counts its own yields).
+`load_state_dict` restores the readers by arithmetic (a reader seeks straight to its next
+sample): nothing is replayed. The state is the same on every rank: saving rank 0's is enough.
 
-What may change between save and resume: nothing by default (seed, mixture and rates, split,
-world size, workers, batch size, shuffle_within_shard and the shards' checksums are checked; a
-difference is a ConfigError naming it). `load_state_dict(state, reshard=True)` accepts a
-different world size, worker count, batch size or mixture: every task restarts at the start of
-its next epoch (epoch boundary), counts carry over, and the run is again deterministic from there.
+What may change between save and resume: nothing by default (seed, mixture, rates, schedule,
+split, world size, workers, batch size, shuffle_within_shard and the shards' checksums are
+checked; a difference is a ConfigError naming it). `load_state_dict(state, reshard=True)`
+accepts a different world size, worker count, batch size or mixture: every task restarts at
+its next epoch boundary, counts carry over, and the run is again deterministic from there.
 
-min_per_batch: see generalist/mixing/schedule.py (batches smaller than m x tasks: the minimum holds
-per run of ceil(m*tasks/global_batch) consecutive batches). Bad samples: a DataError naming
-shard and key; with skip_bad=True a bad sample is replaced by a fixed substitute record of the
-same task (first good records of the split) and reported through `warnings`.
-train=False: an evaluation stream: each task's share of the split once, tasks in mixture order,
-template 0, no mixing and no state.
+min_per_batch: see generalist/mixing/schedule.py. Bad samples: a DataError naming shard and key;
+with skip_bad=True a bad sample is replaced by a fixed substitute record of the same task and
+reported through `warnings`. train=False: an evaluation stream: each task's share of the split
+once, tasks in mixture order, template 0, no mixing and no state.
 """
 
 from __future__ import annotations
@@ -58,10 +54,11 @@ from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, format_example
 from generalist.catalog.mixture import MIXTURES, Mixture
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError
-from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks
+from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks, resolve_schedule
 from generalist.mixing.progress import StreamProgress
-from generalist.mixing.schedule import Schedule
+from generalist.mixing.schedule import Schedule, make_schedule
 from generalist.mixing.shares import segment_records, slot_records
+from generalist.mixing.stratified import StratifiedSchedule
 from generalist.seeds import stable_seed
 
 __all__ = ["MixtureStream", "StreamLoader", "build_stream"]
@@ -103,8 +100,9 @@ class MixtureStream(IterableDataset):
         """Reader slots per rank (one per dataloader worker)."""
         return max(1, self.num_workers)
 
-    def _schedule(self, generation: int) -> Schedule:
-        return Schedule(
+    def _schedule(self, generation: int) -> Schedule | StratifiedSchedule:
+        return make_schedule(
+            self.config["schedule"],
             [p.task.name for p in self.plans],
             self.target_rates,
             self.seed,
@@ -266,6 +264,7 @@ def build_stream(
     skip_bad: bool = False,
     exemplar_pool_size: int = DEFAULT_POOL_SIZE,
     shuffle_within_shard: bool = True,
+    schedule: str | None = None,
 ) -> MixtureStream:
     """Check everything (names, rates, shards) and build this rank's stream.
 
@@ -273,6 +272,7 @@ def build_stream(
     and for min_per_batch to mean "per global batch of batch_size x world_size".
     shuffle_within_shard: training streams read each shard's samples in a per-(seed, task,
     epoch, shard) permutation; False keeps the written order (evaluation streams always do).
+    schedule: "stratified" or "iid" (default: the mixture's; see generalist/mixing/schedule.py).
     """
     mixture = MIXTURES.get(mixture) if isinstance(mixture, str) else mixture
     check_inputs(mixture, rank, world_size, batch_size, num_workers, train)
@@ -294,5 +294,6 @@ def build_stream(
         "min_per_batch": mixture.min_per_batch,
         "shards": {p.task.name: p.fingerprint for p in plans},
         "shuffle_within_shard": within,
+        "schedule": resolve_schedule(mixture, schedule),
     }
     return MixtureStream(mixture, plans, rates, config, skip_bad)
