@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from generalist.errors import ConfigError
-from generalist.mixing.schedule import Schedule
-from generalist.mixing.stratified import StratifiedSchedule
+from generalist.mixing.schedule import AnySchedule
 
 STATE_FORMAT = 1
 # Config values a plain resume must share with the run that saved the state.
@@ -42,7 +41,7 @@ class StreamProgress:
     def __init__(
         self,
         tasks: list[str],
-        make_schedule: Callable[[int], Schedule | StratifiedSchedule],
+        make_schedule: Callable[[int], AnySchedule],
         batch: int,
         world_size: int,
         slots_per_rank: int,

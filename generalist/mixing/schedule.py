@@ -118,6 +118,9 @@ class Schedule:
         return self.window(index // self.window_batches)[start : start + self.global_batch]
 
 
+AnySchedule = Schedule | StratifiedSchedule
+
+
 def make_schedule(
     kind: str,
     tasks: Sequence[str],
@@ -126,7 +129,7 @@ def make_schedule(
     global_batch: int,
     min_per_batch: int,
     generation: int = 0,
-) -> Schedule | StratifiedSchedule:
+) -> AnySchedule:
     """The `kind` schedule ("stratified" or "iid") of one stream generation."""
     if kind == "iid":
         return Schedule(tasks, rates, seed, global_batch, min_per_batch, generation)

@@ -22,12 +22,12 @@ reshuffled per (seed, task, epoch), read by seeking through a tar index; a task 
 starts its next epoch alone.
 
 State and resume: the schedule is a pure function of the position, so the state is "how many
-examples this rank consumed" plus, derived from it in the main process, each (rank, slot)
-reader's records consumed per task, its (epoch, shard, offset), the mixer's window and the
-per-task counts. The DataLoader prefetches, so `stream.dataloader()` counts the batches the
-loop actually received (with num_workers=0 the stream counts its own yields).
-`load_state_dict` restores the readers by arithmetic (a reader seeks straight to its next
-sample): nothing is replayed. The state is the same on every rank: saving rank 0's is enough.
+examples this rank consumed" plus, derived from it, each (rank, slot) reader's records consumed
+per task, its (epoch, shard, offset), the mixer's window and the per-task counts. The
+DataLoader prefetches, so `stream.dataloader()` counts the batches the loop actually received
+(num_workers=0: the stream counts its own yields). `load_state_dict` restores the readers by
+arithmetic (each seeks straight to its next sample): nothing is replayed, and a remote shard a
+reader has finished is not fetched again. The state is the same on every rank.
 
 What may change between save and resume: nothing by default (seed, mixture, rates, schedule,
 split, world size, workers, batch size, shuffle_within_shard and the shards' checksums are
@@ -56,10 +56,10 @@ from generalist.catalog.records import Example
 from generalist.errors import ConfigError
 from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks, resolve_schedule
 from generalist.mixing.progress import StreamProgress
-from generalist.mixing.schedule import Schedule, make_schedule
+from generalist.mixing.schedule import AnySchedule, make_schedule
 from generalist.mixing.shares import segment_records, slot_records
-from generalist.mixing.stratified import StratifiedSchedule
 from generalist.seeds import stable_seed
+from generalist.shards.cache import ShardCache
 
 __all__ = ["MixtureStream", "StreamLoader", "build_stream"]
 
@@ -100,7 +100,7 @@ class MixtureStream(IterableDataset):
         """Reader slots per rank (one per dataloader worker)."""
         return max(1, self.num_workers)
 
-    def _schedule(self, generation: int) -> Schedule | StratifiedSchedule:
+    def _schedule(self, generation: int) -> AnySchedule:
         return make_schedule(
             self.config["schedule"],
             [p.task.name for p in self.plans],
@@ -265,6 +265,7 @@ def build_stream(
     exemplar_pool_size: int = DEFAULT_POOL_SIZE,
     shuffle_within_shard: bool = True,
     schedule: str | None = None,
+    shard_cache: ShardCache | None = None,
 ) -> MixtureStream:
     """Check everything (names, rates, shards) and build this rank's stream.
 
@@ -273,14 +274,14 @@ def build_stream(
     shuffle_within_shard: training streams read each shard's samples in a per-(seed, task,
     epoch, shard) permutation; False keeps the written order (evaluation streams always do).
     schedule: "stratified" or "iid" (default: the mixture's; see generalist/mixing/schedule.py).
+    shard_root may be a URL; shard_cache says how its shards are read (generalist.shards.cache).
     """
     mixture = MIXTURES.get(mixture) if isinstance(mixture, str) else mixture
     check_inputs(mixture, rank, world_size, batch_size, num_workers, train)
-    slots = world_size * max(1, num_workers)
+    kind, slots = resolve_schedule(mixture, schedule), world_size * max(1, num_workers)
     within = train and shuffle_within_shard
-    plans, rates = plan_tasks(
-        mixture, Path(shard_root), split, seed, slots, train, skip_bad, exemplar_pool_size, within
-    )
+    where = (split, seed, slots, train, skip_bad, exemplar_pool_size, within, shard_cache)
+    plans, rates = plan_tasks(mixture, shard_root, *where)
     config = {
         "seed": seed,
         "rank": rank,
@@ -294,6 +295,6 @@ def build_stream(
         "min_per_batch": mixture.min_per_batch,
         "shards": {p.task.name: p.fingerprint for p in plans},
         "shuffle_within_shard": within,
-        "schedule": resolve_schedule(mixture, schedule),
+        "schedule": kind,
     }
     return MixtureStream(mixture, plans, rates, config, skip_bad)

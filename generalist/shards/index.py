@@ -1,17 +1,18 @@
 """Random access into a shard: its tar headers scanned once into a ShardIndex (where each
-sample's members lie), then any sample read by seeking (read_indexed). Used by the shuffling
-task reader, which reads samples out of written order."""
+sample's members lie), then any sample read by seeking (read_indexed): a local file, a cached
+copy of a remote one, or a remote file by ranged reads. Used by the shuffling task reader,
+which reads samples out of written order."""
 
 from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
 from generalist.shards.reader import decode_sample, member_key
+from generalist.shards.storage import ShardPath, as_root, open_binary
 
 
 @dataclass(frozen=True)
@@ -23,26 +24,37 @@ class ShardIndex:
     fewer samples than the manifest's count), or is None.
     """
 
-    path: Path
+    path: ShardPath
     samples: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]
     problem: str | None = None
 
 
-def index_shard(path: Path | str, count: int | None = None) -> ShardIndex:
+def index_shard(
+    path: ShardPath | str,
+    count: int | None = None,
+    file: BinaryIO | None = None,
+    size: int | None = None,
+) -> ShardIndex:
     """Scan a shard's tar headers once (no data read, nothing decoded) into a ShardIndex.
 
     A truncated tar keeps the samples before the damage (the sample being read when it was
     found is dropped: its members may be incomplete). `count` (the manifest's): fewer samples
-    is a `problem`; more means the shard changed after writing: DataError.
+    is a `problem`; more means the shard changed after writing: DataError. `file` (and its
+    `size`): read the headers from it instead, e.g. a remote file by ranged reads, or a cached
+    copy, while messages name `path`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"shard {path} does not exist; re-run `generalist shard`")
-    size = path.stat().st_size
+    path = as_root(path)
+    if file is None:
+        if not path.is_file():
+            raise DataError(f"shard {path} does not exist; re-run `generalist shard`")
+        with open_binary(path) as opened:
+            return index_shard(path, count, opened)
+    size = file.seek(0, 2) if size is None else size
+    file.seek(0)
     groups: list[tuple[str, list[tuple[str, int, int]]]] = []
     problem = None
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(fileobj=file, mode="r:") as tar:
             while True:
                 info = tar.next()
                 if info is None:
@@ -83,10 +95,13 @@ def read_indexed(file: BinaryIO, index: ShardIndex, position: int, count: int) -
     if position >= len(index.samples):
         raise DataError(f"{index.problem} (sample at position {position} is lost)")
     key, members = index.samples[position]
+    # one read spans the sample's members (they are adjacent): one request on a remote file
+    first = members[0][1]
+    file.seek(first)
+    span = file.read(members[-1][1] + members[-1][2] - first)
     data: dict[str, bytes] = {}
     for suffix, offset, size in members:
-        file.seek(offset)
-        blob = file.read(size)
+        blob = span[offset - first : offset - first + size]
         if len(blob) != size:
             raise DataError(f"shard {index.path} is truncated in sample {key} (member {suffix})")
         data[suffix] = blob

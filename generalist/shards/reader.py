@@ -11,10 +11,10 @@ import io
 import json
 import tarfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
+from generalist.shards.storage import ShardPath, as_root, open_binary
 
 # The only members a sample may hold besides <key>.json: encoded images in these formats.
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}
@@ -28,7 +28,7 @@ def member_key(name: str) -> tuple[str, str]:
     return key, suffix
 
 
-def decode_sample(shard: Path, key: str, members: dict[str, bytes]) -> Record:
+def decode_sample(shard: ShardPath, key: str, members: dict[str, bytes]) -> Record:
     """A Record from one sample's members; DataError naming shard and key if malformed."""
     if "json" not in members:
         raise DataError(f"shard {shard} sample {key}: missing member {key}.json")
@@ -66,7 +66,7 @@ def decode_sample(shard: Path, key: str, members: dict[str, bytes]) -> Record:
     )
 
 
-def _check_image(shard: Path, key: str, suffix: str, data: bytes, image_format: str) -> None:
+def _check_image(shard: ShardPath, key: str, suffix: str, data: bytes, image_format: str) -> None:
     """Header check (~30 us, no pixel decoding): garbage bytes are caught here, naming the shard;
     a cut inside the pixel data is caught when the collator decodes it."""
     from PIL import Image
@@ -81,7 +81,9 @@ def _check_image(shard: Path, key: str, suffix: str, data: bytes, image_format: 
         ) from None
 
 
-def _sample_groups(shard: Path, tar: tarfile.TarFile, start: int) -> Iterator[tuple[str, dict]]:
+def _sample_groups(
+    shard: ShardPath, tar: tarfile.TarFile, start: int
+) -> Iterator[tuple[str, dict]]:
     """(key, {suffix: bytes}) per sample; samples before `start` are passed over unread."""
     current: str | None = None
     members: dict[str, bytes] = {}
@@ -116,7 +118,7 @@ def _sample_groups(shard: Path, tar: tarfile.TarFile, start: int) -> Iterator[tu
 
 
 def iter_shard(
-    path: Path | str,
+    path: ShardPath | str,
     start: int = 0,
     skip_bad: bool = False,
     on_bad: Callable[[str], None] | None = None,
@@ -127,9 +129,11 @@ def iter_shard(
     Samples before `start` cost a tar header read each, no data read or decoding. A truncated
     tar, bad JSON or a missing member raises DataError naming shard and key; with skip_bad the
     sample is skipped (a truncated tar ends the shard) and `on_bad(message)` is called.
-    `count` (the manifest's) also catches a tar cut exactly between two samples.
+    `count` (the manifest's) also catches a tar cut exactly between two samples. A remote
+    shard (generalist.shards.storage) is streamed: only the bytes up to the last sample read
+    are fetched.
     """
-    path = Path(path)
+    path = as_root(path)
     if not path.is_file():
         raise DataError(f"shard {path} does not exist; re-run `generalist shard`")
 
@@ -139,12 +143,14 @@ def iter_shard(
         if on_bad is not None:
             on_bad(message)
 
+    file = open_binary(path)
     try:
-        tar = tarfile.open(path, mode="r:")  # noqa: SIM115 (closed by the with below)
+        tar = tarfile.open(fileobj=file, mode="r:")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as err:
+        file.close()
         bad(f"shard {path} is not a readable tar file ({err})")
         return
-    with tar:
+    with file, tar:
         groups = _sample_groups(path, tar, start)
         seen = start
         while True:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
+from generalist.shards.storage import is_url
 
 
 class _Strict(BaseModel):
@@ -75,7 +76,7 @@ class TrainConfig(_Strict):
     imports: list[str] = Field(default_factory=list)
     mixture: str | None = None
     tasks: dict[str, float] | None = None
-    shards: Path = Path("shards")
+    shards: Path | str = Field(Path("shards"), description="a directory or a URL (s3://...)")
     model: ModelConfig
     lora: LoraSettings = Field(default_factory=LoraSettings)
     deepspeed: int | str = 2
@@ -99,6 +100,11 @@ class TrainConfig(_Strict):
         if isinstance(value, int) and value not in (0, 1, 2, 3):
             raise ValueError("a ZeRO stage is 0, 1, 2 or 3 (or give a path to a DeepSpeed JSON)")
         return value
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_root(cls, value: Path | str) -> Path | str:
+        return value if is_url(value) else Path(value)  # a URL stays a string: Path folds "//"
 
     @field_validator("resume")
     @classmethod
