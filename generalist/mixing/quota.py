@@ -118,8 +118,8 @@ class _Flow:
             flow += 1
 
 
-def _levels(depths: dict[int, int], bound: list[int], combine: type[min] | type[max]) -> tuple:
-    """Distinct depths >= 1 (ascending) and, per depth, `combine` of bound[d] over the d it owns.
+def _levels(depths: dict[int, int], bound: list[int]) -> tuple[list[int], list[int | None]]:
+    """Distinct depths >= 1 (ascending) and, per depth, the least bound[d] over the d it owns.
 
     A depth level mu_j owns d in (mu_{j-1}, mu_j]: for those d the set {i: depth_i >= d} is
     {i: depth_i >= mu_j}. bound[d - 1] holds the constraint for d (only d within it count).
@@ -128,21 +128,48 @@ def _levels(depths: dict[int, int], bound: list[int], combine: type[min] | type[
     values, low = [], 1
     for level in levels:
         span = bound[low - 1 : min(level, len(bound))]
-        values.append(combine(span) if span else None)
+        values.append(min(span) if span else None)
         low = level + 1
     return levels, values
 
 
-def _spare(rates: ExactRates, t: int, steps: int, direction: int) -> tuple[list[int], list[int]]:
-    """For d = 1..steps, s = t + direction x d: R(s) and how many rate_i x s are not integers."""
+def _ahead(rates: ExactRates, t: int, steps: int) -> list[int]:
+    """R(t + d) for d = 1..steps, from the steps at which each task passes its next integers
+    (R(t + d) = R(t) + d - integers passed by then): O(steps + tasks), not O(steps x tasks)."""
     a, total = rates.weights, rates.total
-    spare, fractional = [], []
+    passed = [0] * (steps + 1)
+    for ai in a:
+        gap = total - (ai * t) % total  # (floor(rate t) + 1) x A - a t: to the next integer
+        while (d := -(-gap // ai)) <= steps:
+            passed[d] += 1
+            gap += total
+    spare, count = [], t - sum((ai * t) // total for ai in a)
     for d in range(1, steps + 1):
-        s = t + direction * d
-        parts = [divmod(ai * s, total) for ai in a]
-        spare.append(s - sum(q for q, _ in parts))
-        fractional.append(sum(1 for _, r in parts if r))
-    return spare, fractional
+        count += 1 - passed[d]
+        spare.append(count)
+    return spare
+
+
+def _behind(rates: ExactRates, t: int, steps: int) -> list[int]:
+    """For s = t - d, d = 1..steps (s >= 0): the tasks with rate x s not an integer, minus R(s).
+    R(t - d) = R(t) - d + integers left behind by then."""
+    a, total = rates.weights, rates.total
+    left, exact = [0] * (steps + 1), [0] * (steps + 1)
+    for ai in a:
+        above = (ai * t) % total  # a t - (K - j) A for j = 0, 1, ...: K = floor(rate t)
+        while True:
+            d, rest = divmod(above, ai)
+            if rest == 0 and 1 <= d <= steps:
+                exact[d] += 1  # rate x (t - d) is the integer K - j
+            if d + 1 > steps:
+                break
+            left[d + 1] += 1  # from t - d - 1 on, floor(rate s) is below K - j
+            above += total
+    slack, count = [], t - sum((ai * t) // total for ai in a)
+    for d in range(1, steps + 1):
+        count += left[d] - 1
+        slack.append(len(a) - exact[d] - count)
+    return slack
 
 
 def boundary_counts(rates: ExactRates, t: int, rng: random.Random | None = None) -> list[int]:
@@ -164,13 +191,10 @@ def boundary_counts(rates: ExactRates, t: int, rng: random.Random | None = None)
     behind = {i: -(-rem[i] // a[i]) - 1 for i in eligible} if t > 0 else {}
     span_f = max(ahead.values(), default=0)
     span_b = min(max(behind.values(), default=0), t)
-    forward, _ = _spare(rates, t, span_f, +1)
-    back, fractional = _spare(rates, t, span_b, -1)
     # look-ahead: at most R(t + d) of the extra examples on tasks with ahead >= d
-    f_levels, caps = _levels(ahead, forward, min)
+    f_levels, caps = _levels(ahead, _ahead(rates, t, span_f))
     # look-back: at most (fractional(s) - R(s)) tasks without an extra have behind >= d
-    slack = [n - r for n, r in zip(fractional, back)]
-    b_levels, slacks = _levels(behind, slack, min)
+    b_levels, slacks = _levels(behind, _behind(rates, t, span_b))
     needs = [
         max(0, sum(1 for i in eligible if behind.get(i, 0) >= level) - s) if s is not None else 0
         for level, s in zip(b_levels, slacks)

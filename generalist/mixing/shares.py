@@ -204,11 +204,13 @@ def segment_records(
             on_bad(f"shard {shard.path} is unreadable ({err})")
             yield None
         return
+    perm = layout.permutation(epoch, seg.shard)  # looked up once per segment, not per sample
+    first, stride, count = seg.first, seg.stride, shard.count
     with file:
         for k in range(skip, seg.length):
-            sample = layout.sample_at(epoch, seg.shard, seg.first + seg.stride * k)
+            at = first + stride * k
             try:
-                record = read_indexed(file, index, sample, shard.count)
+                record = read_indexed(file, index, at if perm is None else perm[at], count)
             except DataError as err:
                 if not skip_bad:
                     raise

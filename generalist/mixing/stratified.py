@@ -29,6 +29,8 @@ from generalist.errors import GeneralistError
 from generalist.mixing.quota import boundary_counts, effective_rates, exact_rates
 from generalist.seeds import stable_seed
 
+MIN_WINDOW = 1024  # positions: a window costs O(window), so a resume computes ~1 ms of it
+
 
 class StratifiedSchedule:
     """The global task sequence with every prefix within one example of its target counts."""
@@ -55,7 +57,8 @@ class StratifiedSchedule:
         total = self.exact.total
         self.effective_rates = {t: a / total for t, a in zip(self.tasks, self.exact.weights)}
         # whole runs of the minimum's window, long enough for every task to pass an integer
-        runs = max(1, math.ceil(self.exact.longest_gap / min_window))
+        # (and for the per-window work, two boundaries, to be spread over many positions)
+        runs = max(1, math.ceil(max(self.exact.longest_gap, MIN_WINDOW) / min_window))
         self.window_batches = min_window_batches * runs
         self.window_size = self.window_batches * global_batch
         self._cached: tuple[int, list[int]] = (-1, [])

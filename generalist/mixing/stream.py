@@ -14,12 +14,11 @@ What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.f
 and exemplars from a seed derived from (seed, epoch)). The shard root may be a URL (s3://,
 gs://, https://, anything fsspec opens; see generalist/shards/storage.py).
 
-How: mixing.schedule decides which task fills every position of the global sequence (stratified
-or i.i.d., per-batch minimum); this rank takes positions [rank*B, (rank+1)*B) of every global
-batch of B*world_size; rank-local batch g is built by the DataLoader worker holding virtual slot
-g % num_workers; mixing.shares gives each (rank, slot) a disjoint share of every task's shards,
-reshuffled per (seed, task, epoch), read by seeking through a tar index; a task that runs out
-starts its next epoch alone.
+How: mixing.schedule picks the task of every position of the global sequence; this rank takes
+[rank*B, (rank+1)*B) of every global batch of B*world_size; rank-local batch g is built by the
+DataLoader worker of virtual slot g % num_workers; mixing.shares gives each (rank, slot) a
+disjoint share of every task's shards, reshuffled per (seed, task, epoch), read by seeking
+through a tar index; a task that runs out starts its next epoch alone.
 
 State and resume: the schedule is a pure function of the position, so the state is "how many
 examples this rank consumed" plus, derived from it, each (rank, slot) reader's records consumed
@@ -134,16 +133,15 @@ class MixtureStream(IterableDataset):
         first_batch = consumed // batch + worker
         virtual = first_batch % self.slots  # the slot this process plays, whatever restarted it
         slot = self.rank * self.slots + virtual
-        readers = {
-            p.task.name: self._reader(p, slot, progress.slot_count(slot, p.task.name))
-            for p in self.plans
-        }
+        readers = [  # by label: the schedule's tasks are the plans' tasks, in order
+            self._reader(p, slot, progress.slot_count(slot, p.task.name)) for p in self.plans
+        ]
         schedule = progress.schedule
         g, b = first_batch, consumed % batch
         while True:
             labels = schedule.batch(g)[self.rank * batch : (self.rank + 1) * batch]
             for label in labels[b:]:
-                example = next(readers[schedule.tasks[label]])
+                example = next(readers[label])
                 if in_process:
                     progress.consumed += 1  # no prefetch in-process: a yield is a consumption
                 yield example
@@ -154,11 +152,13 @@ class MixtureStream(IterableDataset):
         records = slot_records(
             plan.layout, slot, consumed, first_epoch, self.skip_bad, self._on_bad
         )
+        seeds = {0: self.seed}  # the formatting seed of each epoch (a hash: computed once)
         for epoch, index, record in records:
             if record is None:
                 record = plan.substitute(self.seed, epoch, slot, index)
-            seed = self.seed if epoch == 0 else stable_seed(self.seed, "epoch", epoch)
-            yield format_example(plan.task, record, plan.pool, seed=seed, train=True)
+            if epoch not in seeds:
+                seeds[epoch] = stable_seed(self.seed, "epoch", epoch)
+            yield format_example(plan.task, record, plan.pool, seed=seeds[epoch], train=True)
 
     def _eval_examples(self, slot: int) -> Iterator[Example]:
         for plan in self.plans:

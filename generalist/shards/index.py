@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
-from generalist.shards.reader import decode_sample, member_key
+from generalist.shards.reader import decode_sample, member_key, tar_entries
 from generalist.shards.storage import ShardPath, as_root, open_binary
 
 
@@ -50,21 +50,11 @@ def index_shard(
         with open_binary(path) as opened:
             return index_shard(path, count, opened)
     size = file.seek(0, 2) if size is None else size
-    file.seek(0)
     groups: list[tuple[str, list[tuple[str, int, int]]]] = []
     problem = None
     try:
-        with tarfile.open(fileobj=file, mode="r:") as tar:
-            while True:
-                info = tar.next()
-                if info is None:
-                    break
-                if not info.isfile():
-                    continue
-                key, suffix = member_key(info.name)
-                if not groups or groups[-1][0] != key:
-                    groups.append((key, []))
-                groups[-1][1].append((suffix, info.offset_data, info.size))
+        for name, offset, length in tar_entries(file):
+            _add(groups, name, offset, length)
     except (tarfile.TarError, EOFError, OSError) as err:
         where = f"after sample {groups[-2][0]}" if len(groups) > 1 else "at its start"
         problem = f"shard {path} is truncated or corrupt {where} ({err})"
@@ -84,6 +74,13 @@ def index_shard(
     return ShardIndex(path, samples, problem)
 
 
+def _add(groups: list, name: str, offset: int, size: int) -> None:
+    key, suffix = member_key(name)
+    if not groups or groups[-1][0] != key:
+        groups.append((key, []))
+    groups[-1][1].append((suffix, offset, size))
+
+
 def read_indexed(file: BinaryIO, index: ShardIndex, position: int, count: int) -> Record:
     """Sample `position` (written order) of an indexed shard, read by seeking in `file`.
 
@@ -99,10 +96,8 @@ def read_indexed(file: BinaryIO, index: ShardIndex, position: int, count: int) -
     first = members[0][1]
     file.seek(first)
     span = file.read(members[-1][1] + members[-1][2] - first)
-    data: dict[str, bytes] = {}
-    for suffix, offset, size in members:
-        blob = span[offset - first : offset - first + size]
-        if len(blob) != size:
-            raise DataError(f"shard {index.path} is truncated in sample {key} (member {suffix})")
-        data[suffix] = blob
+    if len(span) < members[-1][1] + members[-1][2] - first:
+        cut = next(s for s, offset, size in members if offset + size - first > len(span))
+        raise DataError(f"shard {index.path} is truncated in sample {key} (member {cut})")
+    data = {s: span[offset - first : offset - first + size] for s, offset, size in members}
     return decode_sample(index.path, key, data)
