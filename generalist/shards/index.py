@@ -11,8 +11,22 @@ from typing import BinaryIO
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
-from generalist.shards.reader import decode_sample, member_key, tar_entries
+from generalist.shards.reader import decode_checked, image_members, member_key, tar_entries
 from generalist.shards.storage import ShardPath, as_root, open_binary
+
+Plan = tuple[tuple[int, int], tuple[tuple[str, str, int, int], ...]]
+
+
+def plan_sample(path: ShardPath, key: str, members: tuple[tuple[str, int, int], ...]) -> Plan | str:
+    """Where a sample's JSON and images lie, its member names checked; or the error message."""
+    where = {suffix: (offset, size) for suffix, offset, size in members}
+    if "json" not in where:
+        return f"shard {path} sample {key}: missing member {key}.json"
+    try:
+        images = image_members(path, key, where)
+    except DataError as err:
+        return str(err)
+    return where["json"], tuple((s, f, *where[s]) for s, f in images)
 
 
 @dataclass(frozen=True)
@@ -21,12 +35,15 @@ class ShardIndex:
 
     `samples[i]` = (key, ((suffix, data offset, size), ...)) of the i-th sample in written
     order; `problem` says why the samples after `len(samples)` are missing (a truncated tar,
-    fewer samples than the manifest's count), or is None.
+    fewer samples than the manifest's count), or is None. `plans[i]`: its member names checked
+    once, here: ((JSON offset, size), ((suffix, format, offset, size) per image, in order)), or
+    the error that reading the sample raises.
     """
 
     path: ShardPath
     samples: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]
     problem: str | None = None
+    plans: tuple[Plan | str, ...] = ()
 
 
 def index_shard(
@@ -71,7 +88,8 @@ def index_shard(
     if count is not None and len(groups) < count and problem is None:
         problem = f"shard {path} is truncated: {len(groups)} of its {count} samples are there"
     samples = tuple((key, tuple(members)) for key, members in groups)
-    return ShardIndex(path, samples, problem)
+    plans = tuple(plan_sample(path, key, members) for key, members in samples)
+    return ShardIndex(path, samples, problem, plans)
 
 
 def _add(groups: list, name: str, offset: int, size: int) -> None:
@@ -99,5 +117,10 @@ def read_indexed(file: BinaryIO, index: ShardIndex, position: int, count: int) -
     if len(span) < members[-1][1] + members[-1][2] - first:
         cut = next(s for s, offset, size in members if offset + size - first > len(span))
         raise DataError(f"shard {index.path} is truncated in sample {key} (member {cut})")
-    data = {s: span[offset - first : offset - first + size] for s, offset, size in members}
-    return decode_sample(index.path, key, data)
+    plan = index.plans[position] if index.plans else plan_sample(index.path, key, members)
+    if isinstance(plan, str):
+        raise DataError(plan)
+    (at, size), images = plan
+    raw = span[at - first : at - first + size]
+    parts = [(s, f, span[a - first : a - first + n]) for s, f, a, n in images]
+    return decode_checked(index.path, key, raw, parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from generalist.catalog.records import Record
@@ -34,13 +34,15 @@ def decode_sample(shard: ShardPath, key: str, members: dict[str, bytes]) -> Reco
     raw = members.get("json")
     if raw is None:
         raise DataError(f"shard {shard} sample {key}: missing member {key}.json")
-    try:
-        doc = _load_json(raw.decode("utf-8"))
-        record_id, split, fields, meta = doc["id"], doc["split"], doc["fields"], doc["meta"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataError(f"shard {shard} sample {key}: bad {key}.json ({err!r})") from None
-    found: list[tuple[int, bytes, str, str]] = []
-    for suffix, data in members.items():
+    images = image_members(shard, key, members)
+    return decode_checked(shard, key, raw, [(s, f, members[s]) for s, f in images])
+
+
+def image_members(shard: ShardPath, key: str, suffixes: Iterable[str]) -> list[tuple[str, str]]:
+    """A sample's image members in order, as (suffix, format), after checking every member
+    name: <key>.json and <key>.<n>.png/.jpg for n = 0, 1, ..., nothing else (no pickles)."""
+    found = []
+    for suffix in suffixes:
         if suffix == "json":
             continue
         index, _, ext = suffix.partition(".")
@@ -53,16 +55,27 @@ def decode_sample(shard: ShardPath, key: str, members: dict[str, bytes]) -> Reco
                 f"shard {shard} sample {key}: member {key}.{suffix} is {what}; this shard was not "
                 f"written by `generalist shard`: re-write the dataset with it"
             )
-        found.append((int(index), data, suffix, image_format))
-    if len(found) > 1:
-        found.sort()
+        found.append((int(index), suffix, image_format))
+    found.sort()
     if found and found[-1][0] != len(found) - 1:
         missing = sorted(set(range(found[-1][0] + 1)) - {n for n, *_ in found})
         raise DataError(f"shard {shard} sample {key}: missing image member(s) {missing}")
-    for _, data, suffix, image_format in found:
+    return [(suffix, image_format) for _, suffix, image_format in found]
+
+
+def decode_checked(
+    shard: ShardPath, key: str, raw: bytes, images: Sequence[tuple[str, str, bytes]]
+) -> Record:
+    """A Record from a sample whose member names `image_members` passed: its JSON decoded and
+    each image's (suffix, format, bytes) checked."""
+    try:
+        doc = _load_json(raw.decode("utf-8"))
+        record_id, split, fields, meta = doc["id"], doc["split"], doc["fields"], doc["meta"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"shard {shard} sample {key}: bad {key}.json ({err!r})") from None
+    for suffix, image_format, data in images:
         _check_image(shard, key, suffix, data, image_format)
-    images = tuple(f[1] for f in found)
-    return Record(str(record_id), str(split), images, fields, meta)
+    return Record(str(record_id), str(split), tuple([i[2] for i in images]), fields, meta)
 
 
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads calls
