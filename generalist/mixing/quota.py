@@ -7,15 +7,16 @@ count is strictly within one example of rate_i x t. Unit "jobs": the j-th exampl
 sit at position T (1-based) only if the counts stay quota states, i.e. T lies in
 [floor((j-1) / rate_i) + 1, ceil(j / rate_i)] (its release and deadline).
 
-`boundary_counts(rates, t)` picks a quota state at t that can be continued to any later quota
-state (look-ahead: for every d >= 1, the tasks that reach their next integer only after t + d and
-were given their extra example by t number at most R(t + d), where R(s) = s - sum floor(rate s))
-and reached from any earlier one (look-back: the same in reverse time). Both families of
-constraints are nested sets, so one small max-flow finds such a state, or proves there is none;
-one always exists (a valid infinite sequence exists for any rates, Tijdeman 1980, and its state
-at t meets both). Between two such states, every release/deadline interval condition of Hall's
-theorem holds, so earliest-deadline-first fills the window between them with a quota state at
-every position (generalist.mixing.stratified). Why our own code: no library schedules this.
+`boundary_counts(rates, t)` picks a quota state at t meeting two families of conditions:
+look-ahead (for every d >= 1, at most R(t + d) of the tasks given their extra example by t reach
+their next integer only after t + d, where R(s) = s - sum floor(rate s)) and look-back (the
+same in reverse time). Both are bounds on nested sets of tasks, so one small max-flow finds such
+a state; one always exists (a valid infinite sequence exists for any rates, Tijdeman 1980, and
+its state at t meets both). Between two such states t0 < t1 where every task passes an integer
+(so no count would have to fall), Hall's condition holds for every interval of positions: inside
+the window because the rates sum to 1, at t0 by look-ahead, at t1 by look-back. So
+earliest-deadline-first fills the window with a quota state at every position
+(generalist.mixing.stratified). Why our own code: no library schedules this.
 """
 
 from __future__ import annotations

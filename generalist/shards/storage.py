@@ -146,11 +146,9 @@ def upload_dataset(local: Path, remote: RemotePath, manifest: str) -> None:
     target = base.rstrip("/")
     if fs.exists(f"{target}/{manifest}"):
         fs.rm_file(f"{target}/{manifest}")
-    before = (
-        {posixpath.basename(p.rstrip("/")) for p in fs.ls(target, detail=False)}
-        if (fs.exists(target))
-        else set()
-    )
+    before = set()
+    if fs.exists(target):
+        before = {posixpath.basename(p.rstrip("/")) for p in fs.ls(target, detail=False)}
     files = sorted(p.name for p in local.iterdir() if p.is_file() and p.name != manifest)
     for name in files:
         fs.put_file(str(local / name), f"{target}/{name}")

@@ -91,6 +91,9 @@ class TrainConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     num_workers: int = Field(0, ge=0, description="DataLoader workers for the stream")
+    schedule: Literal["stratified", "iid"] | None = Field(
+        None, description="the stream's task order (default: the mixture's, stratified)"
+    )
     skip_bad: bool = False
     verify_shards: bool = Field(True, description="sha256 of the shards read vs the manifest")
 

@@ -148,3 +148,14 @@ def test_resume_refuses_a_state_of_the_other_schedule(shard_root: Path) -> None:
     whole = build_stream(mix, shard_root, seed=2, batch_size=4, schedule="iid")
     expected = [e.id for e in itertools.islice(iter(whole), 30)][10:]
     assert [e.id for e in itertools.islice(iter(resumed), 20)] == expected
+
+
+def test_the_training_config_selects_the_schedule(tmp_path: Path) -> None:
+    from generalist.train.config import load_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("mixture: demo\nmodel: {name_or_path: x}\n")
+    assert load_config(config).schedule is None  # the mixture's: stratified
+    assert load_config(config, ["schedule=iid"]).schedule == "iid"
+    with pytest.raises(ConfigError, match="schedule"):
+        load_config(config, ["schedule=sorted"])
