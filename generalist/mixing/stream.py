@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from generalist.catalog.records import Example
 from generalist.errors import ConfigError
 from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks, resolve_schedule
 from generalist.mixing.progress import StreamProgress
-from generalist.mixing.schedule import AnySchedule, make_schedule
+from generalist.mixing.schedule import make_schedule
 from generalist.mixing.shares import segment_records, slot_records
 from generalist.seeds import stable_seed
 from generalist.shards.cache import ShardCache
@@ -84,10 +85,11 @@ class MixtureStream(IterableDataset):
         self.train: bool = config["train"]
         self.skip_bad = skip_bad
         self.skipped = 0  # bad samples seen by this process (workers report via warnings)
-        names = [p.task.name for p in plans]
-        self.progress = StreamProgress(
-            names, self._schedule, self.rank_batch, self.world_size, self.slots
-        )
+        names, global_batch = [p.task.name for p in plans], self.rank_batch * self.world_size
+        # a generation's schedule: make(generation), the same in every process
+        args = (config["schedule"], names, self.target_rates, self.seed, global_batch)
+        make = partial(make_schedule, *args, mixture.min_per_batch)
+        self.progress = StreamProgress(names, make, self.rank_batch, self.world_size, self.slots)
 
     # -- geometry --------------------------------------------------------------------------
     @property
@@ -98,17 +100,6 @@ class MixtureStream(IterableDataset):
     def slots(self) -> int:
         """Reader slots per rank (one per dataloader worker)."""
         return max(1, self.num_workers)
-
-    def _schedule(self, generation: int) -> AnySchedule:
-        return make_schedule(
-            self.config["schedule"],
-            [p.task.name for p in self.plans],
-            self.target_rates,
-            self.seed,
-            self.rank_batch * self.world_size,
-            self.mixture.min_per_batch,
-            generation,
-        )
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Example]:
