@@ -19,6 +19,9 @@ from generalist.catalog.registry import Registry
 from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError, GeneralistError
 
+# How the stream orders a mixture's tasks (generalist/mixing/schedule.py has both).
+SCHEDULES = ("stratified", "iid")
+
 
 @dataclass(frozen=True)
 class Mixture:
@@ -26,7 +29,8 @@ class Mixture:
 
     min_per_batch: at least this many examples of every task in each global batch
     (Med-PaLM M asks for one); see generalist/mixing/schedule.py for batches smaller than the
-    task count.
+    task count. schedule: "stratified" (every prefix within one example of its rates) or "iid"
+    (windows drawn at random from the rates); see generalist/mixing/schedule.py.
     """
 
     name: str
@@ -37,6 +41,7 @@ class Mixture:
     derived: bool = False  # examples-proportional: rates below are scales on example counts
     cap: float | None = None  # derived only: at most this many examples count per task
     temperature: float = 1.0  # derived only: > 1 flattens the rates towards uniform
+    schedule: str = "stratified"
 
     def __post_init__(self) -> None:
         where = f"mixture {self.name!r}"
@@ -59,6 +64,10 @@ class Mixture:
             raise GeneralistError(f"{where}: cap must be > 0 (or None), got {self.cap!r}")
         if not self.temperature > 0:
             raise GeneralistError(f"{where}: temperature must be > 0, got {self.temperature!r}")
+        if self.schedule not in SCHEDULES:
+            raise GeneralistError(
+                f"{where}: schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}"
+            )
 
     def rates(self, only: Iterable[str] | None = None) -> dict[str, float]:
         """Normalised rates (summing to 1), over `only` those tasks when given; checks names.

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("task")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--source", type=Path, help="the dataset's published files")
-    data.add_argument("--shards", type=Path, help="a shard root written by `generalist shard`")
+    data.add_argument("--shards", help="a shard root written by `generalist shard` (dir or URL)")
     parser.add_argument("--split", help="split to render (default: train, or the eval split)")
     parser.add_argument("-n", "--count", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

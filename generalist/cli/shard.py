@@ -3,6 +3,7 @@
 generalist shard easy_vqa --out shards/              # easy-vqa needs no --source
 generalist shard medqa --source data/medqa --out shards/ --splits train test
 generalist shard slake_vqa --source Slake1.0 --out shards/ --option language=all
+generalist shard easy_vqa --out s3://bucket/shards  # written locally, then uploaded
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataset", help="a registered dataset (`generalist tasks` shows each task's)"
     )
     parser.add_argument("--source", type=Path, help="the dataset's published files")
-    parser.add_argument("--out", type=Path, required=True, help="shard root directory")
+    parser.add_argument(
+        "--out", required=True, help="shard root: a directory, or a URL (s3://bucket/shards)"
+    )
     parser.add_argument("--splits", nargs="+", help="splits to write (default: all)")
     parser.add_argument("--shard-size", type=int, default=1000, help="records per shard")
     parser.add_argument("--image-size", type=int, default=224, help="square image side (px)")

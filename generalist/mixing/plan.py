@@ -12,17 +12,18 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from generalist.catalog.exemplars import ExemplarPool
-from generalist.catalog.mixture import Mixture
+from generalist.catalog.mixture import SCHEDULES, Mixture
 from generalist.catalog.records import Record
 from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError, DataError, GeneralistError
 from generalist.mixing.shares import TaskShares
 from generalist.seeds import stable_seed
+from generalist.shards.cache import ShardCache
 from generalist.shards.manifest import ShardInfo, load_manifest, read_records, split_shards
 from generalist.shards.reader import iter_shard
+from generalist.shards.storage import ShardPath, as_root, missing
 
 SUBSTITUTES = 8  # good records kept per task to stand in for bad samples (skip_bad)
 
@@ -70,6 +71,14 @@ def check_inputs(
         )
 
 
+def resolve_schedule(mixture: Mixture, schedule: str | None) -> str:
+    """The schedule a stream uses: `schedule`, or the mixture's; ConfigError if unknown."""
+    kind = mixture.schedule if schedule is None else schedule
+    if kind not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {list(SCHEDULES)}, got {kind!r}")
+    return kind
+
+
 def resolve_tasks(mixture: Mixture, train: bool) -> list[Task]:
     """The mixture's tasks with rate > 0; names checked before anything touches the disk."""
     tasks = []
@@ -88,7 +97,7 @@ def resolve_tasks(mixture: Mixture, train: bool) -> list[Task]:
     return tasks
 
 
-def task_shards(mixture: Mixture, task: Task, root: Path, split: str) -> list[ShardInfo]:
+def task_shards(mixture: Mixture, task: Task, root: ShardPath, split: str) -> list[ShardInfo]:
     """The task's shards for `split`, every listed file present and at least one record."""
     where = f"mixture {mixture.name!r}, task {task.name!r}"
     command = f"`generalist shard {task.dataset} --out {root}`"
@@ -96,12 +105,11 @@ def task_shards(mixture: Mixture, task: Task, root: Path, split: str) -> list[Sh
         shards = split_shards(root, task.dataset, split)
     except DataError as err:
         raise DataError(f"{where}: {err}") from None
-    for shard in shards:
-        if not shard.path.is_file():
-            raise DataError(
-                f"{where}: shard {shard.path} of dataset {task.dataset!r} listed in its manifest "
-                f"is missing; re-run {command}"
-            )
+    for path in missing(s.path for s in shards)[:1]:  # remote: one listing, not a request each
+        raise DataError(
+            f"{where}: shard {path} of dataset {task.dataset!r} listed in its manifest "
+            f"is missing; re-run {command}"
+        )
     if sum(s.count for s in shards) == 0:
         raise DataError(
             f"{where}: dataset {task.dataset!r} has no {split!r} records under {root}; "
@@ -116,7 +124,7 @@ def fingerprint(shards: list[ShardInfo]) -> str:
 
 
 def build_pools(
-    tasks: list[Task], root: Path, limit: int, skip_bad: bool
+    tasks: list[Task], root: ShardPath, limit: int, skip_bad: bool
 ) -> dict[str, ExemplarPool | None]:
     """Exemplar pools (first `limit` good train records), reading each dataset once."""
     pools: dict[str, ExemplarPool | None] = {t.name: None for t in tasks}
@@ -153,7 +161,7 @@ def first_good(shards: list[ShardInfo], n: int) -> list[Record]:
 
 def plan_tasks(
     mixture: Mixture,
-    root: Path,
+    root: ShardPath | str,
     split: str,
     seed: int,
     slots: int,
@@ -161,8 +169,11 @@ def plan_tasks(
     skip_bad: bool,
     pool_size: int,
     shuffle_within_shard: bool = True,
+    cache: ShardCache | None = None,
 ) -> tuple[list[TaskPlan], dict[str, float]]:
-    """Per-task plans and the normalised target rates, after every check."""
+    """Per-task plans and the normalised target rates, after every check. `root` may be a URL;
+    `cache`: how remote shards are read (default: ShardCache() from the environment)."""
+    root = as_root(root)
     tasks = resolve_tasks(mixture, train)
     shards = {t.name: task_shards(mixture, t, root, split) for t in tasks}
     counts = {name: sum(s.count for s in found) for name, found in shards.items()}
@@ -173,7 +184,7 @@ def plan_tasks(
     tasks = [t for t in tasks if t.name in rates]
     layouts = {
         t.name: TaskShares(
-            t.name, shards[t.name], seed, slots, train, train and shuffle_within_shard
+            t.name, shards[t.name], seed, slots, train, train and shuffle_within_shard, cache
         )
         for t in tasks
     }

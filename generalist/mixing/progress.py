@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from generalist.errors import ConfigError
-from generalist.mixing.schedule import Schedule
+from generalist.mixing.schedule import AnySchedule
 
 STATE_FORMAT = 1
 # Config values a plain resume must share with the run that saved the state.
@@ -28,7 +28,10 @@ CHECKED = (
     "min_per_batch",
     "shards",
     "shuffle_within_shard",
+    "schedule",
 )
+# What a state saved before a key existed meant by it (states from 0.2 drew windows i.i.d.).
+LEGACY = {"schedule": "iid"}
 PositionsFn = Callable[[int, str, int], dict[str, int]]
 
 
@@ -38,7 +41,7 @@ class StreamProgress:
     def __init__(
         self,
         tasks: list[str],
-        make_schedule: Callable[[int], Schedule],
+        make_schedule: Callable[[int], AnySchedule],
         batch: int,
         world_size: int,
         slots_per_rank: int,
@@ -123,7 +126,7 @@ class StreamProgress:
     ) -> None:
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise ConfigError(f"not a stream state of format {STATE_FORMAT}; was it saved by it?")
-        saved = state["config"]
+        saved = {**LEGACY, **state["config"]}
         differ = [k for k in CHECKED if saved.get(k) != config[k]]
         if not differ and not reshard:
             self._start(int(state["generation"]))

@@ -12,7 +12,9 @@ the written order.
 
 Random access: each shard's tar headers are scanned once into a `shards.ShardIndex` (member
 offsets; cached per shard, a few shards at a time) and samples are read by seeking. A slot
-reads only its own samples, also when striped.
+reads only its own samples, also when striped. Remote shards go through a `ShardCache`
+(fetched whole, sha256-checked, into a bounded local cache; or ranged reads): a slot fetches
+a shard only when it starts reading it.
 
 A slot's reader position is one number, how many of the task's records it has consumed;
 `locate` turns it into (epoch, shard, offset = position within the shard's epoch order) by
@@ -34,7 +36,8 @@ from dataclasses import dataclass
 from generalist.catalog.records import Record
 from generalist.errors import DataError
 from generalist.seeds import stable_seed
-from generalist.shards.index import ShardIndex, index_shard, read_indexed
+from generalist.shards.cache import ShardCache
+from generalist.shards.index import ShardIndex, read_indexed
 from generalist.shards.manifest import ShardInfo
 
 INDEX_CACHE = 16  # shard indexes kept per task and process (a slot reads one shard at a time)
@@ -71,8 +74,10 @@ class TaskShares:
         slots: int,
         shuffle: bool = True,
         shuffle_within_shard: bool | None = None,
+        cache: ShardCache | None = None,
     ) -> None:
         self.task = task
+        self.cache = cache or ShardCache()  # local shards pass through it untouched
         self.shards = [s for s in shards if s.count > 0]
         self.seed, self.slots, self.shuffle = seed, slots, shuffle
         self.shuffle_within_shard = (
@@ -119,8 +124,7 @@ class TaskShares:
     def index(self, shard: int) -> ShardIndex:
         """The tar index of shard `shard` (scanned once, then cached)."""
         if shard not in self._indexes:
-            info = self.shards[shard]
-            self._indexes[shard] = index_shard(info.path, info.count)
+            self._indexes[shard] = self.cache.index(self.shards[shard])
             if len(self._indexes) > INDEX_CACHE:
                 self._indexes.popitem(last=False)
         self._indexes.move_to_end(shard)
@@ -192,7 +196,7 @@ def segment_records(
     shard = layout.shards[seg.shard]
     try:
         index = layout.index(seg.shard)
-        file = open(shard.path, "rb")  # noqa: SIM115 (closed by the with below)
+        file = layout.cache.open(shard)  # local, a cached copy, or ranged reads (remote)
     except (DataError, OSError) as err:
         if not skip_bad:
             raise DataError(str(err)) from None
@@ -200,11 +204,13 @@ def segment_records(
             on_bad(f"shard {shard.path} is unreadable ({err})")
             yield None
         return
+    perm = layout.permutation(epoch, seg.shard)  # looked up once per segment, not per sample
+    first, stride, count = seg.first, seg.stride, shard.count
     with file:
         for k in range(skip, seg.length):
-            sample = layout.sample_at(epoch, seg.shard, seg.first + seg.stride * k)
+            at = first + stride * k
             try:
-                record = read_indexed(file, index, sample, shard.count)
+                record = read_indexed(file, index, at if perm is None else perm[at], count)
             except DataError as err:
                 if not skip_bad:
                     raise

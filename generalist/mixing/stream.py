@@ -9,46 +9,42 @@
     loader.load_state_dict(checkpoint["data"])       # then iterate: exactly the same batches
     stream.realized_rates()  # {task: fraction seen}  vs  stream.target_rates
 
-What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.format_example` (the
-task's instruction paraphrases, exemplars from a pool of the first `exemplar_pool_size` train
-records; epoch 0 formats exactly as `generalist render --seed SEED` shows, later epochs draw
-other paraphrases/exemplars from a seed derived from (seed, epoch)).
+What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.format_example`
+(epoch 0 exactly as `generalist render --seed SEED` shows; later epochs draw other paraphrases
+and exemplars from a seed derived from (seed, epoch)). The shard root may be a URL (s3://,
+gs://, https://, anything fsspec opens; see generalist/shards/storage.py).
 
-How (each stage is a module): mix_rates.Schedule decides which task fills every position of the
-global example sequence (counter-based RNG, per-batch minimum); this rank takes positions
+How: mixing.schedule picks the task of every position of the global sequence; this rank takes
 [rank*B, (rank+1)*B) of every global batch of B*world_size; rank-local batch g is built by the
-DataLoader worker holding virtual slot g % num_workers; task_reader gives each (rank, slot) a
-disjoint share of every task's shards, shard order reshuffled per (seed, task, epoch) and the
-samples inside each shard read in a permutation per (seed, task, epoch, shard) (by seeking in
-the tar, from an index of its headers); a task that runs out starts its next epoch alone.
+DataLoader worker of virtual slot g % num_workers; mixing.shares gives each (rank, slot) a
+disjoint share of every task's shards, reshuffled per (seed, task, epoch), read by seeking
+through a tar index; a task that runs out starts its next epoch alone.
 
-State and resume: because the schedule is a pure function of the position, the whole state is
-"how many examples this rank consumed" plus, derived from it in the main process, the number of
-records every (rank, slot) reader consumed per task, its (epoch, shard, offset), the mixer's
-window index and the per-task counts. The DataLoader prefetches, so workers' own progress is
-not the truth: `stream.dataloader()` counts the batches the training loop actually received
-(with num_workers=0 the stream counts its own yields). `load_state_dict` restores the readers
-by arithmetic and the seeded permutations (a reader seeks straight to its next sample): nothing
-is replayed. The state is the same on every rank, so saving rank 0's is enough.
+State and resume: the schedule is a pure function of the position, so the state is "how many
+examples this rank consumed" plus, derived from it, each (rank, slot) reader's records consumed
+per task, its (epoch, shard, offset), the mixer's window and the per-task counts. The
+DataLoader prefetches, so `stream.dataloader()` counts the batches the loop actually received
+(num_workers=0: the stream counts its own yields). `load_state_dict` restores the readers by
+arithmetic (each seeks straight to its next sample): nothing is replayed, and a remote shard a
+reader has finished is not fetched again. The state is the same on every rank.
 
-What may change between save and resume: nothing by default (seed, mixture and rates, split,
-world size, workers, batch size, shuffle_within_shard and the shards' checksums are checked; a
-difference is a ConfigError naming it). `load_state_dict(state, reshard=True)` accepts a
-different world size, worker count, batch size or mixture: every task restarts at the start of
-its next epoch (epoch boundary), counts carry over, and the run is again deterministic from there.
+What may change between save and resume: nothing by default (seed, mixture, rates, schedule,
+split, world size, workers, batch size, shuffle_within_shard and the shards' checksums are
+checked; a difference is a ConfigError naming it). `load_state_dict(state, reshard=True)`
+accepts a different world size, worker count, batch size or mixture: every task restarts at
+its next epoch boundary, counts carry over, and the run is again deterministic from there.
 
-min_per_batch: see generalist/mixing/schedule.py (batches smaller than m x tasks: the minimum holds
-per run of ceil(m*tasks/global_batch) consecutive batches). Bad samples: a DataError naming
-shard and key; with skip_bad=True a bad sample is replaced by a fixed substitute record of the
-same task (first good records of the split) and reported through `warnings`.
-train=False: an evaluation stream: each task's share of the split once, tasks in mixture order,
-template 0, no mixing and no state.
+min_per_batch: see generalist/mixing/schedule.py. Bad samples: a DataError naming shard and key;
+with skip_bad=True a bad sample is replaced by a fixed substitute record of the same task and
+reported through `warnings`. train=False: an evaluation stream: each task's share of the split
+once, tasks in mixture order, template 0, no mixing and no state.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +54,13 @@ from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, format_example
 from generalist.catalog.mixture import MIXTURES, Mixture
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError
-from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks
+from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks, resolve_schedule
 from generalist.mixing.progress import StreamProgress
-from generalist.mixing.schedule import Schedule
+from generalist.mixing.schedule import make_schedule
 from generalist.mixing.shares import segment_records, slot_records
 from generalist.mixing.workers_counted import counted
 from generalist.seeds import stable_seed
+from generalist.shards.cache import ShardCache
 
 __all__ = ["MixtureStream", "StreamLoader", "build_stream"]
 
@@ -89,10 +86,11 @@ class MixtureStream(IterableDataset):
         self.train: bool = config["train"]
         self.skip_bad = skip_bad
         self.skipped = 0  # bad samples consumed (StreamLoader adds those its workers met)
-        names = [p.task.name for p in plans]
-        self.progress = StreamProgress(
-            names, self._schedule, self.rank_batch, self.world_size, self.slots
-        )
+        names, global_batch = [p.task.name for p in plans], self.rank_batch * self.world_size
+        # a generation's schedule: make(generation), the same in every process
+        args = (config["schedule"], names, self.target_rates, self.seed, global_batch)
+        make = partial(make_schedule, *args, mixture.min_per_batch)
+        self.progress = StreamProgress(names, make, self.rank_batch, self.world_size, self.slots)
 
     # -- geometry --------------------------------------------------------------------------
     @property
@@ -103,16 +101,6 @@ class MixtureStream(IterableDataset):
     def slots(self) -> int:
         """Reader slots per rank (one per dataloader worker)."""
         return max(1, self.num_workers)
-
-    def _schedule(self, generation: int) -> Schedule:
-        return Schedule(
-            [p.task.name for p in self.plans],
-            self.target_rates,
-            self.seed,
-            self.rank_batch * self.world_size,
-            self.mixture.min_per_batch,
-            generation,
-        )
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Example]:
@@ -137,16 +125,15 @@ class MixtureStream(IterableDataset):
         first_batch = consumed // batch + worker
         virtual = first_batch % self.slots  # the slot this process plays, whatever restarted it
         slot = self.rank * self.slots + virtual
-        readers = {
-            p.task.name: self._reader(p, slot, progress.slot_count(slot, p.task.name))
-            for p in self.plans
-        }
+        readers = [  # by label: the schedule's tasks are the plans' tasks, in order
+            self._reader(p, slot, progress.slot_count(slot, p.task.name)) for p in self.plans
+        ]
         schedule = progress.schedule
         g, b = first_batch, consumed % batch
         while True:
             labels = schedule.batch(g)[self.rank * batch : (self.rank + 1) * batch]
             for label in labels[b:]:
-                example = next(readers[schedule.tasks[label]])
+                example = next(readers[label])
                 if in_process:
                     progress.consumed += 1  # no prefetch in-process: a yield is a consumption
                 yield example
@@ -157,11 +144,13 @@ class MixtureStream(IterableDataset):
         records = slot_records(
             plan.layout, slot, consumed, first_epoch, self.skip_bad, self._on_bad
         )
+        seeds = {0: self.seed}  # the formatting seed of each epoch (a hash: computed once)
         for epoch, index, record in records:
             if record is None:
                 record = plan.substitute(self.seed, epoch, slot, index)
-            seed = self.seed if epoch == 0 else stable_seed(self.seed, "epoch", epoch)
-            yield format_example(plan.task, record, plan.pool, seed=seed, train=True)
+            if epoch not in seeds:
+                seeds[epoch] = stable_seed(self.seed, "epoch", epoch)
+            yield format_example(plan.task, record, plan.pool, seed=seeds[epoch], train=True)
 
     def _eval_examples(self, slot: int) -> Iterator[Example]:
         for plan in self.plans:
@@ -268,6 +257,8 @@ def build_stream(
     skip_bad: bool = False,
     exemplar_pool_size: int = DEFAULT_POOL_SIZE,
     shuffle_within_shard: bool = True,
+    schedule: str | None = None,
+    shard_cache: ShardCache | None = None,
 ) -> MixtureStream:
     """Check everything (names, rates, shards) and build this rank's stream.
 
@@ -275,14 +266,15 @@ def build_stream(
     and for min_per_batch to mean "per global batch of batch_size x world_size".
     shuffle_within_shard: training streams read each shard's samples in a per-(seed, task,
     epoch, shard) permutation; False keeps the written order (evaluation streams always do).
+    schedule: "stratified" or "iid" (default: the mixture's; see generalist/mixing/schedule.py).
+    shard_root may be a URL; shard_cache says how its shards are read (generalist.shards.cache).
     """
     mixture = MIXTURES.get(mixture) if isinstance(mixture, str) else mixture
     check_inputs(mixture, rank, world_size, batch_size, num_workers, train)
-    slots = world_size * max(1, num_workers)
+    kind, slots = resolve_schedule(mixture, schedule), world_size * max(1, num_workers)
     within = train and shuffle_within_shard
-    plans, rates = plan_tasks(
-        mixture, Path(shard_root), split, seed, slots, train, skip_bad, exemplar_pool_size, within
-    )
+    where = (split, seed, slots, train, skip_bad, exemplar_pool_size, within, shard_cache)
+    plans, rates = plan_tasks(mixture, shard_root, *where)
     config = {
         "seed": seed,
         "rank": rank,
@@ -296,5 +288,6 @@ def build_stream(
         "min_per_batch": mixture.min_per_batch,
         "shards": {p.task.name: p.fingerprint for p in plans},
         "shuffle_within_shard": within,
+        "schedule": kind,
     }
     return MixtureStream(mixture, plans, rates, config, skip_bad)

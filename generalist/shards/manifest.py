@@ -15,12 +15,12 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
 from generalist.shards.reader import iter_shard
+from generalist.shards.storage import RemotePath, ShardPath, as_root, missing, open_binary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -28,16 +28,17 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard file of a split, as the manifest lists it."""
+    """One shard file of a split, as the manifest lists it (a local Path or a RemotePath)."""
 
-    path: Path
+    path: ShardPath
     count: int
     sha256: str
+    bytes: int | None = None
 
 
-def dataset_dir(root: Path | str, dataset: str) -> Path:
-    """<root>/<dataset>: where one dataset's shards and manifest live."""
-    return Path(root) / dataset
+def dataset_dir(root: ShardPath | str, dataset: str) -> ShardPath:
+    """<root>/<dataset>: where one dataset's shards and manifest live (root may be a URL)."""
+    return as_root(root) / dataset
 
 
 def shard_name(split: str, index: int) -> str:
@@ -50,20 +51,24 @@ def sample_key(index: int) -> str:
     return f"{index:09d}"
 
 
-def load_manifest(root: Path | str, dataset: str) -> dict[str, Any]:
+def load_manifest(root: ShardPath | str, dataset: str) -> dict[str, Any]:
     """The manifest of a complete dataset; DataError naming the path if missing or unreadable."""
     directory = dataset_dir(root, dataset)
     path = directory / MANIFEST
-    if not path.is_file():
+    try:
+        text = path.read_text(encoding="utf-8")  # one request on a remote root
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         state = "is incomplete (a run was interrupted or is still writing)"
         if not directory.is_dir():
             state = "does not exist"
         raise DataError(
             f"dataset {dataset!r} at {directory} {state}: no {MANIFEST}; "
             f"write it with `generalist shard {dataset} --out {root}`"
-        )
+        ) from None
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({type(err).__name__}: {err})") from None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not valid JSON ({err}); re-run `generalist shard`") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
@@ -74,7 +79,7 @@ def load_manifest(root: Path | str, dataset: str) -> dict[str, Any]:
     return manifest
 
 
-def split_shards(root: Path | str, dataset: str, split: str) -> list[ShardInfo]:
+def split_shards(root: ShardPath | str, dataset: str, split: str) -> list[ShardInfo]:
     """The shards of one split in order; DataError if the split was not written."""
     manifest = load_manifest(root, dataset)
     splits = manifest["splits"]
@@ -85,37 +90,42 @@ def split_shards(root: Path | str, dataset: str, split: str) -> list[ShardInfo]:
         )
     directory = dataset_dir(root, dataset)
     return [
-        ShardInfo(directory / s["path"], int(s["count"]), str(s["sha256"]))
+        ShardInfo(directory / s["path"], int(s["count"]), str(s["sha256"]), s.get("bytes"))
         for s in splits[split]["shards"]
     ]
 
 
-def read_records(root: Path | str, dataset: str, split: str) -> Iterator[Record]:
+def read_records(root: ShardPath | str, dataset: str, split: str) -> Iterator[Record]:
     """Every record of one split, shard after shard, in the order they were written."""
     for shard in split_shards(root, dataset, split):
         yield from iter_shard(shard.path, count=shard.count)
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+def file_sha256(path: ShardPath) -> str:
+    """The sha256 hex digest of a (local or remote) file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with open_binary(path) as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def verify_dataset(root: Path | str, dataset: str, splits: list[str] | None = None) -> None:
+def verify_dataset(root: ShardPath | str, dataset: str, splits: list[str] | None = None) -> None:
     """Check every shard's sha256 (of `splits`, default all) against the manifest; DataError
-    naming the first that differs."""
+    naming the first that differs. A remote root is only checked for missing shards (one
+    listing): reading it all here would download the dataset; each shard's sha256 is checked
+    when it is fetched (generalist.shards.cache)."""
     manifest = load_manifest(root, dataset)
     for split in manifest["splits"] if splits is None else splits:
-        for shard in split_shards(root, dataset, split):
-            if not shard.path.is_file():
-                raise DataError(
-                    f"dataset {dataset!r}: shard {shard.path} listed in the manifest is missing; "
-                    f"re-run `generalist shard {dataset}`"
-                )
+        shards = split_shards(root, dataset, split)
+        for path in missing(s.path for s in shards)[:1]:
+            raise DataError(
+                f"dataset {dataset!r}: shard {path} listed in the manifest is missing; "
+                f"re-run `generalist shard {dataset}`"
+            )
+        for shard in shards:
+            if isinstance(shard.path, RemotePath):
+                continue
             actual = file_sha256(shard.path)
             if actual != shard.sha256:
                 raise DataError(

@@ -1,4 +1,5 @@
-"""Writes a dataset's records as WebDataset shards plus manifest.json (format: shards.manifest).
+"""Writes a dataset's records as WebDataset shards plus manifest.json (format: shards.manifest),
+into a local directory or, through a local one, to a URL (s3://, gs://, ...).
 
 Safety: everything is written into a hidden temporary sibling directory; manifest.json goes in
 last (tmp file + os.replace) and the directory is swapped in at the very end, so an interrupted
@@ -13,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +30,7 @@ from generalist.shards.checks import RecordChecks, json_type
 from generalist.shards.images import ImagePolicy
 from generalist.shards.manifest import FORMAT_VERSION, MANIFEST, dataset_dir, sample_key
 from generalist.shards.samples import ImageCache, SplitWriter, encode_sample
+from generalist.shards.storage import RemotePath, is_url, upload_dataset
 
 MAX_SKIPPED_EXAMPLES = 10
 
@@ -72,8 +75,17 @@ def write_dataset(
     naming it, or with skip_bad is skipped and counted in the manifest. `limit` keeps the first
     N records of each split (quick trials, benchmarks). `workers` threads encode images
     (default: one per CPU, at most 8). `options` go to the adapter (Dataset.options) and
-    into the manifest.
+    into the manifest. `root` may be a URL (generalist.shards.storage): the dataset is written
+    completely into a local temporary directory, then uploaded, its manifest last.
     """
+    if is_url(root):
+        with tempfile.TemporaryDirectory(prefix="generalist-shard-") as staging:
+            manifest = write_dataset(dataset_name, source, staging, splits, shard_size,
+                                     image_size, skip_bad, progress, image_format, limit,
+                                     workers)  # fmt: skip
+            remote = RemotePath(str(root)) / dataset_name
+            upload_dataset(Path(staging) / dataset_name, remote, MANIFEST)
+        return manifest
     dataset = DATASETS.get(dataset_name)
     options = dict(options or {})
     dataset.check_options(options)

@@ -24,6 +24,7 @@ from generalist.catalog.registry import close_matches
 from generalist.errors import ConfigError, GeneralistError
 from generalist.eval.metrics.scorers import ScorerConfig
 from generalist.model.config import LoraSettings, ModelConfig
+from generalist.shards.storage import is_url
 from generalist.train.config_paths import anchor_paths
 
 
@@ -111,7 +112,11 @@ class TrainConfig(_Strict):
     tasks: dict[str, float] | None = Field(
         None, description="or an inline mixture {task: rate} (exactly one of the two)"
     )
-    shards: Path = Field(Path("shards"), description="root of the shards (`generalist shard`)")
+    shards: Path | str = Field(
+        Path("shards"),
+        description="root of the shards (`generalist shard`): a directory, or a URL (s3://, "
+        "gs://, https://: fsspec)",
+    )
     model: ModelConfig = Field(description="the model: name_or_path, tiny or composed parts")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA through peft")
     deepspeed: int | str = Field(
@@ -137,6 +142,9 @@ class TrainConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="periodic evaluation")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="metrics, MLflow")
     num_workers: int = Field(0, ge=0, description="DataLoader workers for the stream")
+    schedule: Literal["stratified", "iid"] | None = Field(
+        None, description="the stream's task order (default: the mixture's, stratified)"
+    )
     skip_bad: bool = Field(
         False, description="replace bad samples by a fixed record of the same task (counted)"
     )
@@ -148,6 +156,11 @@ class TrainConfig(_Strict):
         if isinstance(value, int) and value not in (0, 1, 2, 3):
             raise ValueError("a ZeRO stage is 0, 1, 2 or 3 (or give a path to a DeepSpeed JSON)")
         return value
+
+    @field_validator("shards")
+    @classmethod
+    def _shard_root(cls, value: Path | str) -> Path | str:
+        return value if is_url(value) else Path(value)  # a URL stays a string: Path folds "//"
 
     @field_validator("resume")
     @classmethod

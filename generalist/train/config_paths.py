@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from generalist.model.hub import looks_like_path
+from generalist.shards.storage import is_url
 
 # dotted key -> what makes its value a path (see _is_path)
 PATH_KEYS: dict[str, str] = {
@@ -48,7 +49,7 @@ def _is_path(kind: str, value: str, base: Path) -> bool:
         return value.lower() not in ("auto", "none", "null", "")
     if kind == "model_source":
         return looks_like_path(value) or (base / value).exists()
-    return True
+    return not is_url(value)  # a shard root in object storage is where it says
 
 
 def anchored(value: str, base: Path) -> str:

@@ -65,10 +65,12 @@ def training_mixture(cfg: TrainConfig) -> Mixture:
     return mixture
 
 
-def _check_shards(root: Path, needed: set[tuple[str, str]], verify: bool = False) -> None:
+def _check_shards(root: Path | str, needed: set[tuple[str, str]], verify: bool = False) -> None:
     """Every (dataset, split) the run reads has complete shards with records (and, with
-    `verify`, shard files whose sha256 matches the manifest: a changed shard stops the run)."""
-    if not root.is_dir():
+    `verify`, shard files whose sha256 matches the manifest: a changed shard stops the run;
+    under a URL only their presence, see verify_dataset). A URL root is checked through its
+    manifests (not every server lists directories)."""
+    if isinstance(root, Path) and not root.is_dir():
         raise ConfigError(
             f"config key 'shards': directory {str(root)!r} does not exist; write shards with "
             f"`generalist shard DATASET --out {root}`"

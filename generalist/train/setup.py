@@ -124,6 +124,7 @@ def setup_data(
         batch_size=micro * max(1, cfg.batch.group_by_length),
         num_workers=cfg.num_workers,
         skip_bad=cfg.skip_bad,
+        schedule=cfg.schedule,
     )
     collator = Collator(bundle, max_length=cfg.batch.max_length)
     # A DataLoader iterator draws its workers' base seed from the global torch RNG unless given

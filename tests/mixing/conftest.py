@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import io
+import shutil
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +122,63 @@ def first_epoch_ids(shard_root: Path):
         return ids, layouts
 
     return collect
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """GET (whole or one byte range), HEAD and directory listings under the server's root;
+    the body bytes sent for each path are added up in `server.served`."""
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def _target(self) -> Path:
+        return Path(self.server.root, urllib.parse.unquote(self.path.split("?")[0]).lstrip("/"))
+
+    def do_HEAD(self) -> None:  # http.server calls do_<METHOD>
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        target = self._target()
+        if target.is_dir():
+            links = "".join(f'<a href="{p.name}">{p.name}</a>\n' for p in sorted(target.iterdir()))
+            data, status, extra = links.encode(), 200, {"Content-Type": "text/html"}
+        elif target.is_file():
+            data = target.read_bytes()
+            status, extra = 200, {"Accept-Ranges": "bytes"}
+            wanted = self.headers.get("Range")
+            if wanted:
+                first, _, last = wanted.removeprefix("bytes=").partition("-")
+                start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+                extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+                data, status = data[start : end + 1], 206
+        else:
+            self.send_error(404)
+            return
+        self.send_response(status)
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+            with self.server.lock:
+                self.server.served[self.path] = self.server.served.get(self.path, 0) + len(data)
+
+
+@pytest.fixture
+def http_root(shard_root: Path, tmp_path: Path):
+    """A real HTTP server on 127.0.0.1 serving a private copy of the shards; yields
+    (root URL, the copy's directory, {path: body bytes served})."""
+    copy = tmp_path / "served"
+    shutil.copytree(shard_root, copy)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.root, server.served, server.lock = copy, {}, threading.Lock()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", copy, server.served
+    server.shutdown()
+    server.server_close()
+    thread.join()

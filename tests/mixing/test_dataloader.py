@@ -27,16 +27,17 @@ def batches(loader, n: int) -> list[list[str]]:
     return [[e.id for e in batch] for batch in itertools.islice(iter(loader), n)]
 
 
-def test_two_workers_exact_resume_and_counts(shard_root: Path) -> None:
-    full = batches(make(root=shard_root).dataloader(), 40)
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+def test_two_workers_exact_resume_and_counts(shard_root: Path, schedule: str) -> None:
+    full = batches(make(root=shard_root, schedule=schedule).dataloader(), 40)
     assert len({len(b) for b in full}) == 1
-    stream = make(root=shard_root)
+    stream = make(root=shard_root, schedule=schedule)
     loader = stream.dataloader()
     head = batches(loader, 13)  # odd: the resumed run starts on the other worker's slot
     state = json.loads(json.dumps(loader.state_dict()))
     assert state["consumed"] == 13 * 4
     assert sum(state["counts"].values()) == 52
-    resumed = make(root=shard_root).dataloader()
+    resumed = make(root=shard_root, schedule=schedule).dataloader()
     resumed.load_state_dict(state)
     assert head + batches(resumed, 27) == full
     # the same loader, iterated again after the break, also continues exactly

@@ -25,10 +25,15 @@ def roundtrip(state: dict) -> dict:
     return json.loads(json.dumps(state))  # the state is plain JSON
 
 
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
 @pytest.mark.parametrize("world", [1, 2])
-def test_resume_from_several_points_matches_uninterrupted(shard_root: Path, world: int) -> None:
+def test_resume_from_several_points_matches_uninterrupted(
+    shard_root: Path, world: int, schedule: str
+) -> None:
     def make(rank: int):
-        return build_stream(MIX, shard_root, seed=3, rank=rank, world_size=world, batch_size=3)
+        return build_stream(
+            MIX, shard_root, seed=3, rank=rank, world_size=world, batch_size=3, schedule=schedule
+        )
 
     full = {rank: ids(make(rank), 400) for rank in range(world)}
     # 7: mid-batch, mid-epoch; 150: st_tiny (15-30 records per slot) has wrapped

@@ -96,12 +96,18 @@ def test_two_ranks_two_workers_cover_a_striped_task(shard_root: Path, first_epoc
     assert Counter(ids) == Counter(r.id for r in read_records(shard_root, "st_few", "train"))
 
 
-@pytest.mark.parametrize("point", [3, 40])
-def test_two_workers_resume_mid_shard_and_after_a_wrap(shard_root: Path, point: int) -> None:
-    """Batch 3: mid-shard everywhere; batch 40: st_tiny (15 records per slot) has wrapped."""
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+@pytest.mark.parametrize("point", [3, 41])
+def test_two_workers_resume_mid_shard_and_after_a_wrap(
+    shard_root: Path, point: int, schedule: str
+) -> None:
+    """Batch 3: mid-shard everywhere; batch 41: st_tiny (15 records per slot) has wrapped."""
 
     def loader():
-        return build_stream(MIX, shard_root, seed=8, batch_size=4, num_workers=2).dataloader()
+        stream = build_stream(
+            MIX, shard_root, seed=8, batch_size=4, num_workers=2, schedule=schedule
+        )
+        return stream.dataloader()
 
     def batches(it, n: int) -> list[list[str]]:
         return [[e.id for e in batch] for batch in itertools.islice(iter(it), n)]
@@ -112,7 +118,7 @@ def test_two_workers_resume_mid_shard_and_after_a_wrap(shard_root: Path, point: 
     state = json.loads(json.dumps(head_loader.state_dict()))
     readers = [slot["st_task_many"] for slot in state["readers"]]
     assert any(r["offset"] > 0 for r in readers)  # a reader stands inside a shard
-    if point == 40:
+    if point == 41:
         assert max(slot["st_task_tiny"]["epoch"] for slot in state["readers"]) >= 1
     resumed = loader()
     resumed.load_state_dict(state)

@@ -54,8 +54,9 @@ def test_ranks_read_disjoint_data_and_nothing_is_dropped(shard_root: Path, task:
     assert sorted(ids) == sorted(r.id for r in read_records(shard_root, dataset, "train"))
 
 
-def test_identical_inputs_give_identical_sequences(shard_root: Path) -> None:
-    mix = mixture_from_rates("m", MIX, min_per_batch=1)
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+def test_identical_inputs_give_identical_sequences(shard_root: Path, schedule: str) -> None:
+    mix = mixture_from_rates("m", MIX, min_per_batch=1, schedule=schedule)
 
     def run(seed: int, rank: int = 0) -> list[tuple[str, str, str]]:
         stream = build_stream(mix, shard_root, seed=seed, rank=rank, world_size=2, batch_size=4)
@@ -67,9 +68,11 @@ def test_identical_inputs_give_identical_sequences(shard_root: Path) -> None:
     assert not {i for _, i, _ in run(1)[:40]} & {i for _, i, _ in run(1, rank=1)[:40]}
 
 
-def test_realized_proportions_match_targets(shard_root: Path) -> None:
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+def test_realized_proportions_match_targets(shard_root: Path, schedule: str) -> None:
     """Without a per-batch minimum the realized rates stay within 5 standard errors."""
-    mix = mixture_from_rates("m", {"st_task_many": 59.90, "st_task_few": 0.15, "st_task_tiny": 10})
+    rates = {"st_task_many": 59.90, "st_task_few": 0.15, "st_task_tiny": 10}
+    mix = mixture_from_rates("m", rates, schedule=schedule)
     stream = build_stream(mix, shard_root, seed=0, batch_size=8)
     n = 4000
     seen = Counter(e.task for e in take(stream, n))
@@ -81,10 +84,10 @@ def test_realized_proportions_match_targets(shard_root: Path) -> None:
     assert seen["st_task_few"] > 0
 
 
-def test_per_batch_minimum_in_the_stream(shard_root: Path) -> None:
-    mix = mixture_from_rates(
-        "m", {"st_task_many": 50, "st_task_few": 0.5, "st_task_tiny": 0.5}, min_per_batch=1
-    )
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+def test_per_batch_minimum_in_the_stream(shard_root: Path, schedule: str) -> None:
+    rates = {"st_task_many": 50, "st_task_few": 0.5, "st_task_tiny": 0.5}
+    mix = mixture_from_rates("m", rates, min_per_batch=1, schedule=schedule)
     per_rank = [
         build_stream(mix, shard_root, seed=0, rank=r, world_size=2, batch_size=2) for r in (0, 1)
     ]

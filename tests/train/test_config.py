@@ -205,6 +205,14 @@ def test_relative_paths_in_a_file_are_from_its_folder(tiny_config, tmp_path, mon
     assert cfg.imports == ["json"] and cfg.model.name_or_path == "org/model"
 
 
+def test_a_url_in_a_config_file_stays_a_url(tiny_config, tmp_path) -> None:
+    data = yaml.safe_load(tiny_config().read_text())
+    config = tmp_path / "configs" / "remote.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({**data, "shards": "s3://bucket/shards"}))
+    assert load_config(config).shards == "s3://bucket/shards"
+
+
 @pytest.fixture
 def no_hub(tmp_path: Path, monkeypatch):
     """The hub endpoint on a closed local port (no network) and an empty cache in tmp_path."""
