@@ -22,7 +22,7 @@ backward and optimizer. Targets: vs_plain_deepspeed >= 0.95 and padding_fraction
 MFU (generalist.train.flops states the formula): model FLOPs of ours' measured steps (language
 model, vision tower and connector; a frozen weight does no weight-gradient matmul) per second,
 over the device's dense bf16 datasheet peak (`mfu`; H100/H200: 989 TFLOP/s) and over a bf16
-matmul measured here (`mfu_vs_measured_matmul`; about 790 TFLOP/s on the lent H200). Both only
+matmul measured on the spot (`mfu_vs_measured_matmul`). Both only
 on CUDA; model_tflops_per_s everywhere. The last line of output is one JSON object.
 """
 

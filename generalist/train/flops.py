@@ -25,7 +25,7 @@ images of text-only examples too (the tower really runs them); the connector's t
 it hands to the language model. The connector's first matmul is counted with an input gradient
 it does not need when the tower is frozen (2 x its weights x tokens: tests pin that gap).
 MFU = model FLOPs per second / the device's dense bf16 peak (datasheet; `measured_matmul_peak`
-gives the ceiling a large bf16 matmul really reaches, about 790 TFLOP/s on the lent H200).
+gives the ceiling a large bf16 matmul really reaches on the machine at hand).
 """
 
 from __future__ import annotations
