@@ -277,6 +277,9 @@ class Collator:
             batch["labels"] = torch.tensor(rows_out["labels"], dtype=torch.long)
         if self.layout.prefix_lm:
             batch["token_type_ids"] = torch.tensor(rows_out["types"], dtype=torch.long)
+        if self.layout.image_token_types:  # Gemma 3: 1 on image tokens, bidirectional blocks
+            is_soft = batch["input_ids"] == self.layout.soft_token_id
+            batch["token_type_ids"] = is_soft.to(torch.long)
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)

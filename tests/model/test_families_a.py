@@ -1,0 +1,166 @@
+"""Gemma 3 (MedGemma), Qwen2.5-VL, Qwen3-VL and Mllama (Llama 3.2 Vision) through the auto path:
+tiny models built from config, saved as HF dirs, loaded by path through build_model; our batch
+equals the model's own processor output token for token; LoRA learns, greedy generation and
+option scoring work, and the export reloads with plain transformers to the same tokens."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.padding import IGNORE_INDEX
+from generalist.eval.generation import HFPredictor
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.export import export
+from generalist.model.model_dir import save_model_dir
+
+
+def _load_by_path(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny = _load_by_path(Path(__file__).with_name("tiny_families_a.py"))
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl"]
+REAL_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
+
+
+def save_tiny(family, root, corpus):
+    if family == "gemma3":
+        return tiny.save_tiny_gemma3(root, corpus)
+    if family == "mllama":
+        return tiny.save_tiny_mllama(root, corpus)
+    return tiny.save_tiny_qwen_vl(root, corpus, family)
+
+
+def _bundle(path, **lora):
+    cfg = parse_model_config({"name_or_path": str(path)})
+    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+
+
+def own_processor(family, bundle, monkeypatch):
+    """The model's own processor class (Qwen's built without its video processor, which needs
+    torchvision: nothing of it is used for images)."""
+    if family not in REAL_PROCESSORS:
+        return bundle.processor
+    import transformers
+    from transformers.processing_utils import ProcessorMixin
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    monkeypatch.setattr(
+        ProcessorMixin,
+        "check_argument_for_proper_class",
+        lambda self, name, arg: None if arg is None else check(self, name, arg),
+    )
+    cls = getattr(transformers, REAL_PROCESSORS[family])
+    return cls(
+        image_processor=bundle.processor.image_processor,
+        tokenizer=bundle.tokenizer,
+        video_processor=None,
+    )
+
+
+def _image(ex):
+    return Image.open(io.BytesIO(ex.images[0])).convert("RGB")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_equals_the_processor_token_for_token(family, tmp_path, h, monkeypatch):
+    bundle = _bundle(save_tiny(family, tmp_path / family, h.corpus))
+    assert bundle.family == "image_text_to_text"
+    img, txt = h.image_example(color="blue"), h.text_example(answer="no")
+    collator = Collator(bundle, 256)
+    batch = collator([img, txt])
+    own = own_processor(family, bundle, monkeypatch)
+    marker = collator.layout.marker_text()
+    want_img = own(text=[img.prompt.replace("<image>", marker)], images=[_image(img)])
+    want_txt = own(text=[txt.prompt])
+    types = "mm_token_type_ids" if family in REAL_PROCESSORS else "token_type_ids"
+    for row, want, target in ((0, want_img, "blue"), (1, want_txt, "no")):
+        ids = list(want["input_ids"][0])
+        n = len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids
+        labels = batch["labels"][row].tolist()
+        assert labels[:n] == [IGNORE_INDEX] * n  # the loss is on the target only
+        got = [t for t in labels if t != IGNORE_INDEX]
+        assert got == collator.target_ids(target) and bundle.tokenizer.decode(got[:-1]).strip() == target
+        assert labels[n : n + len(got)] == got
+        if types in want:  # Qwen's processor returns mm_token_type_ids for image rows only
+            assert batch[types][row, :n].tolist() == list(want[types][0]), types
+        assert batch["attention_mask"][row, :n].sum() == n
+    n_img = len(want_img["input_ids"][0])
+    assert 1 in batch[types][0, :n_img].tolist()
+    pixels = torch.as_tensor(want_img["pixel_values"])
+    if family == "gemma3":  # one 32x32 image per row: the real one, the text row's dummy
+        assert batch["pixel_values"].shape == (2, *pixels.shape[1:])
+        dummy = batch["token_type_ids"][1] == 1
+        assert dummy.sum() == 4 and batch["attention_mask"][1][dummy].sum() == 0
+    else:  # no dummy beside a real image (M-RoPE grid order): the image's patches only
+        assert batch["pixel_values"].shape == pixels.shape
+        assert batch["image_grid_thw"].tolist() == torch.as_tensor(want_img["image_grid_thw"]).tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_text_row_beside_its_dummy_scores_as_alone(family, tmp_path, h):
+    """A text-only row with its masked dummy image scores as it does alone without one; the
+    image row as it does alone (Gemma 3: the dummy block attends nothing real)."""
+    bundle = _bundle(save_tiny(family, tmp_path / family, h.corpus))
+    bundle.model.eval()
+    img, txt = h.image_example(color="blue"), h.text_example(answer="no")
+    mixed = Collator(bundle, 256)([img, txt])
+    only_txt = Collator(bundle, 256)([txt])
+    alone_txt = Collator(bundle, 256, dummy_images="off")([txt])
+    alone_img = Collator(bundle, 256)([img])
+    with torch.no_grad():
+        m = bundle.model(**model_inputs(mixed)).logits
+        d = bundle.model(**model_inputs(only_txt)).logits
+        t = bundle.model(**model_inputs(alone_txt)).logits
+        i = bundle.model(**model_inputs(alone_img)).logits
+    n = t.shape[1]
+    torch.testing.assert_close(d[0, :n], t[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m[1, :n], t[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m[0, : i.shape[1]], i[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_learns_generates_scores_exports_and_reloads(family, tmp_path, h):
+    path = save_tiny(family, tmp_path / family, h.corpus)
+    bundle = _bundle(path, target_modules=ALL_LINEAR)
+    assert bundle.config.name_or_path == str(path)
+    examples = [
+        replace(h.image_example(0, color="blue"), images=(h.png("blue", size=64),)),
+        h.text_example(answer="no"),
+        h.image_example(1, color="red"),
+    ]
+    batch = Collator(bundle, 256)(examples)
+    losses = h.train(bundle, batch, steps=25, lr=3e-2)
+    assert losses[-1] < 0.1 * losses[0], losses
+    predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
+    assert predictor.generate(examples) == ["blue", "no", "red"]
+    assert predictor.generate(examples[1:2]) == ["no"]  # a text-only batch: its dummy image
+    scores = predictor.score_options([replace(examples[2], options=("blue", "red", "green"))])
+    assert max(range(3), key=scores[0].__getitem__) == 1
+    save_model_dir(bundle, tmp_path / "ckpt" / "model")
+    out = export(tmp_path / "ckpt", tmp_path / "out")
+    from transformers import AutoModelForImageTextToText
+
+    plain = AutoModelForImageTextToText.from_pretrained(out).eval()
+    assert type(plain) is type(bundle.base_model)
+    gen = Collator(bundle, 256, for_generation=True)(examples)
+    kw = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
+    with torch.no_grad():
+        a = plain.generate(**model_inputs(gen), **kw)
+        b = bundle.model.generate(**model_inputs(gen), **kw)
+    assert a.tolist() == b.tolist()
