@@ -139,7 +139,9 @@ class Collator:
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
-            flat = [img for i in rich for img in images[i]]
+            flat: list[Any] = [img for i in rich for img in images[i]]
+            if self.layout.nested_images:  # a list of images per prompt (Gemma 3, Mllama)
+                flat = [images[i] for i in rich]
             enc = self.processor(text=[texts[i] for i in rich], images=flat)
             parts = split_images(enc, [len(images[i]) for i in rich])
             if parts is None:  # an unknown image-output layout: one call per example

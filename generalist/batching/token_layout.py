@@ -55,6 +55,11 @@ class TokenLayout:
     soft_token_id: int | None = None  # gemma3: the image token the processor expands to
 
     @property
+    def nested_images(self) -> bool:
+        """The processor takes one list of images per prompt, not one flat list."""
+        return self.kind in ("gemma3", "mllama")
+
+    @property
     def image_token_types(self) -> bool:
         """token_type_ids: 1 on image tokens, 0 elsewhere (Gemma 3's bidirectional blocks)."""
         return self.kind == "gemma3"

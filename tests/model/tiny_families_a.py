@@ -70,7 +70,7 @@ def save_tiny_gemma3(root, corpus):
         "pad_token_id": tok.pad_token_id,
         "eos_token_id": tok.eos_token_id,
         "bos_token_id": tok.bos_token_id,
-        "initializer_range": 1.0,  # tied frozen LM head: LoRA needs logits with scale
+        "initializer_range": 0.5,  # tied frozen LM head: LoRA needs logits with scale
     }
     vision = {
         "hidden_size": 32,
