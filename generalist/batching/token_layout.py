@@ -35,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from generalist.batching import mllama_inputs
+from generalist.batching.mllama_inputs import is_mllama_output
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.bundle import ModelBundle
 
@@ -49,7 +51,9 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    kind: str = "default"  # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "text"
+    kind: str = (
+        "default"  # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "text"
+    )
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
     soft_token_id: int | None = None  # gemma3: the image token the processor expands to
@@ -82,7 +86,7 @@ class TokenLayout:
     @property
     def dummy_only_without_images(self) -> bool:
         """A dummy image may not sit in a batch beside real images (M-RoPE grid order)."""
-        return self.kind == "mrope"
+        return self.kind in ("mrope", "mllama")
 
     def prompt_text(self, prompt: str, n_images: int) -> str:
         """The text handed to the processor for a prompt with `n_images` "<image>" markers."""
@@ -101,8 +105,9 @@ class TokenLayout:
         return str(self.image_token)
 
     def dummy_text(self) -> str:
-        """The processor text of the blank dummy image (Mllama: none, it is cross-attended)."""
-        return "" if self.kind in ("blip2", "mllama") else self.marker_text()
+        """The processor text of the blank dummy image (Mllama's ids are then dropped: its
+        image is cross-attended, no token stands for it)."""
+        return "" if self.kind == "blip2" else self.marker_text()
 
     def text_only_ids(self, tokenizer: Any, text: str) -> list[int] | None:
         """Token ids for a prompt without images when the processor would refuse it; else None."""
@@ -150,7 +155,9 @@ def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     """
     import torch
 
-    keys = set(enc) - TEXT_KEYS
+    keys = set(enc) - TEXT_KEYS - {"cross_attention_mask"}
+    if is_mllama_output(keys):  # [batch, images, tiles, ...]: rebuilt per batch
+        return mllama_inputs.split(enc, counts)
     pixels = enc["pixel_values"]
     if isinstance(pixels, (list, tuple)):  # one array per image (no return_tensors)
         pixels = torch.stack([torch.as_tensor(p) for p in pixels])

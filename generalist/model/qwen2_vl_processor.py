@@ -1,10 +1,10 @@
 """Qwen2-VL's image + text processing where transformers cannot build its processor.
 
-transformers 5.x builds Qwen2VLProcessor (and Qwen2.5-VL's) only with torchvision installed:
+transformers 5.x builds Qwen2VLProcessor (Qwen2.5-VL's, Qwen3-VL's) only with torchvision:
 the processor always holds a video processor, and video processors need torchvision, even when
 only images are used. A CPU machine whose torchvision does not fit its torch (a CUDA build from
 PyPI beside a CPU torch) cannot load these models' processors at all. `load_processor` then
-(and Qwen3-VL's) falls back to `MRopeProcessor` (our own code, for that reason only): the checkpoint's own
+falls back to `MRopeProcessor` (our own code, for that reason only): the checkpoint's own
 image processor (PIL backend) and tokenizer with the processor's image rule, each
 <|image_pad|> repeated grid_t * grid_h * grid_w / merge_size^2 times, and its
 mm_token_type_ids (1 on image tokens). Videos are not supported. `save_pretrained` writes the

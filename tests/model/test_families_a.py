@@ -33,7 +33,7 @@ def _load_by_path(path):
 
 tiny = _load_by_path(Path(__file__).with_name("tiny_families_a.py"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl"]
+FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl", "mllama"]
 REAL_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
 
 
@@ -87,7 +87,9 @@ def test_batch_equals_the_processor_token_for_token(family, tmp_path, h, monkeyp
     marker = collator.layout.marker_text()
     want_img = own(text=[img.prompt.replace("<image>", marker)], images=[_image(img)])
     want_txt = own(text=[txt.prompt])
-    types = "mm_token_type_ids" if family in REAL_PROCESSORS else "token_type_ids"
+    types = {"gemma3": "token_type_ids", "mllama": "cross_attention_mask"}.get(
+        family, "mm_token_type_ids"
+    )
     for row, want, target in ((0, want_img, "blue"), (1, want_txt, "no")):
         ids = list(want["input_ids"][0])
         n = len(ids)
@@ -95,27 +97,38 @@ def test_batch_equals_the_processor_token_for_token(family, tmp_path, h, monkeyp
         labels = batch["labels"][row].tolist()
         assert labels[:n] == [IGNORE_INDEX] * n  # the loss is on the target only
         got = [t for t in labels if t != IGNORE_INDEX]
-        assert got == collator.target_ids(target) and bundle.tokenizer.decode(got[:-1]).strip() == target
+        assert got == collator.target_ids(target)
+        assert bundle.tokenizer.decode(got[:-1]).strip() == target
         assert labels[n : n + len(got)] == got
-        if types in want:  # Qwen's processor returns mm_token_type_ids for image rows only
-            assert batch[types][row, :n].tolist() == list(want[types][0]), types
+        if types in want:  # Qwen / Mllama: per-token types or masks for image rows only
+            assert batch[types][row, :n].tolist() == torch.as_tensor(want[types])[0].tolist()
         assert batch["attention_mask"][row, :n].sum() == n
-    n_img = len(want_img["input_ids"][0])
-    assert 1 in batch[types][0, :n_img].tolist()
+    n_img, n_txt = len(want_img["input_ids"][0]), len(want_txt["input_ids"][0])
+    assert batch[types][0, :n_img].any() and not batch[types][1, :n_txt].any()
     pixels = torch.as_tensor(want_img["pixel_values"])
     if family == "gemma3":  # one 32x32 image per row: the real one, the text row's dummy
         assert batch["pixel_values"].shape == (2, *pixels.shape[1:])
         dummy = batch["token_type_ids"][1] == 1
         assert dummy.sum() == 4 and batch["attention_mask"][1][dummy].sum() == 0
+    elif family == "mllama":  # [rows, images, tiles, ...]: the text row's is padding
+        assert batch["pixel_values"].shape == (2, *pixels.shape[1:])
+        for key in ("aspect_ratio_ids", "aspect_ratio_mask"):
+            want_key = torch.as_tensor(want_img[key])
+            assert batch[key][0].tolist() == want_key[0].tolist()
+        assert batch["aspect_ratio_ids"][1].tolist() == [0]  # the processor's padding image
+        assert batch["cross_attention_mask"].shape[:3] == (2, batch["input_ids"].shape[1], 1)
     else:  # no dummy beside a real image (M-RoPE grid order): the image's patches only
         assert batch["pixel_values"].shape == pixels.shape
-        assert batch["image_grid_thw"].tolist() == torch.as_tensor(want_img["image_grid_thw"]).tolist()
+        grid = torch.as_tensor(want_img["image_grid_thw"]).tolist()
+        assert batch["image_grid_thw"].tolist() == grid
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_text_row_beside_its_dummy_scores_as_alone(family, tmp_path, h):
     """A text-only row with its masked dummy image scores as it does alone without one; the
-    image row as it does alone (Gemma 3: the dummy block attends nothing real)."""
+    image row as it does alone (Gemma 3: the dummy block attends nothing real). Mllama's
+    cross-attention adds to rows that attend no image: there the text row reads the same
+    beside its dummy (the processor's padding image) as beside a real image's row."""
     bundle = _bundle(save_tiny(family, tmp_path / family, h.corpus))
     bundle.model.eval()
     img, txt = h.image_example(color="blue"), h.text_example(answer="no")
@@ -129,8 +142,11 @@ def test_a_text_row_beside_its_dummy_scores_as_alone(family, tmp_path, h):
         t = bundle.model(**model_inputs(alone_txt)).logits
         i = bundle.model(**model_inputs(alone_img)).logits
     n = t.shape[1]
+    if family == "mllama":  # its cross-attention layers run on text rows beside any image
+        assert not torch.allclose(d[0, :n], t[0], atol=1e-3)
+        t = d  # a text row reads the same beside a real image as beside its dummy
     torch.testing.assert_close(d[0, :n], t[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(m[1, :n], t[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m[1, :n], t[0, :n], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(m[0, : i.shape[1]], i[0], atol=1e-5, rtol=1e-5)
 
 

@@ -10,14 +10,21 @@ from pathlib import Path
 
 import torch
 
-_spec = importlib.util.spec_from_file_location("_tiny_vlms_a", Path(__file__).with_name("tiny_vlms.py"))
+_spec = importlib.util.spec_from_file_location(
+    "_tiny_vlms_a", Path(__file__).with_name("tiny_vlms.py")
+)
 tiny_vlms = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_vlms)
 
 GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_image>"]
 GEMMA3_SPECIALS += ["<end_of_image>", "<image_soft_token>", "<start_of_turn>", "<end_of_turn>"]
 MLLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|image|>", "<|eot_id|>"]
-MLLAMA_SPECIALS += ["<|start_header_id|>", "<|end_header_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>"]
+MLLAMA_SPECIALS += [
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|python_tag|>",
+    "<|finetune_right_pad_id|>",
+]
 SMALL_TEXT = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -98,7 +105,12 @@ def _qwen_vision(kind):
     common |= {"spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 32}
     if kind == "qwen2_5_vl":
         return {**common, "intermediate_size": 64, "window_size": 32, "fullatt_block_indexes": [0]}
-    return {**common, "intermediate_size": 64, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]}
+    return {
+        **common,
+        "intermediate_size": 64,
+        "num_position_embeddings": 64,
+        "deepstack_visual_indexes": [0],
+    }
 
 
 def save_tiny_qwen_vl(root, corpus, kind="qwen2_5_vl"):
@@ -143,3 +155,79 @@ def save_tiny_qwen_vl(root, corpus, kind="qwen2_5_vl"):
     _finish(model, tok, root, tok, images)
     (root / "processor_config.json").write_text(f'{{"processor_class": "{processor_name}"}}\n')
     return root
+
+
+def mllama_tokenizer(corpus):
+    """A Llama 3 style byte-level BPE as PreTrainedTokenizerFast (what Llama 3.2 Vision ships):
+    <|begin_of_text|> added in front, <|eot_id|> as eos, <|image|> as a special token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    vocab, merges = tiny_vlms.bpe(
+        corpus, MLLAMA_SPECIALS, None, byte_level, byte_level.alphabet(), 600
+    )
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer, backend.decoder = byte_level, decoders.ByteLevel()
+    bos = "<|begin_of_text|>"
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        extra_special_tokens=MLLAMA_SPECIALS,
+    )
+
+
+def save_tiny_mllama(root, corpus, max_tiles=4):
+    """MllamaConfig (a tiny tiled vision tower, a 3-layer text model whose layer 1 is a
+    cross-attention layer) + MllamaProcessor (its PIL image processor: 16 px tiles, up to
+    `max_tiles` per image; the Llama 3 style tokenizer above)."""
+    from transformers import (
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessorPil,
+        MllamaProcessor,
+    )
+
+    tok = mllama_tokenizer(corpus)
+    images = MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=max_tiles)
+    processor = MllamaProcessor(image_processor=images, tokenizer=tok)
+    vision = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_global_layers": 1,
+        "attention_heads": 2,
+        "intermediate_size": 64,
+        "intermediate_layers_indices": [0],
+        "vision_output_dim": 64,  # hidden_size * (1 + len(intermediate_layers_indices))
+        "image_size": 16,
+        "patch_size": 8,
+        "max_num_tiles": max_tiles,
+    }
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "cross_attention_layers": [1],
+        "vocab_size": len(tok),
+        "initializer_range": 0.5,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    config = MllamaConfig(
+        vision_config=vision, text_config=text, image_token_index=processor.image_token_id
+    )
+    torch.manual_seed(0)
+    model = MllamaForConditionalGeneration(config)
+    with torch.no_grad():  # a trained model's gates are open; at 0 the image could not be seen
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.fill_(1.0)
+    return _finish(model, tok, root, processor)
