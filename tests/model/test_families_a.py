@@ -180,3 +180,83 @@ def test_family_learns_generates_scores_exports_and_reloads(family, tmp_path, h)
         a = plain.generate(**model_inputs(gen), **kw)
         b = bundle.model.generate(**model_inputs(gen), **kw)
     assert a.tolist() == b.tolist()
+
+
+def _png(width, height, color="blue"):
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Spy:
+    """The bundle's processor, recording the image sizes and keywords each call gets."""
+
+    def __init__(self, processor):
+        self.processor, self.sizes, self.kwargs = processor, [], []
+
+    def __call__(self, text=None, images=None, **kwargs):
+        flat = [
+            im for group in images or [] for im in (group if isinstance(group, list) else [group])
+        ]
+        self.sizes += [im.size for im in flat]
+        self.kwargs.append(kwargs)
+        return self.processor(text=text, images=images, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.processor, name)
+
+
+def _capped_bundle(family, tmp_path, h, **caps):
+    path = save_tiny(family, tmp_path / family, h.corpus)
+    cfg = parse_model_config({"name_or_path": str(path), **caps})
+    return build_model(cfg, parse_lora_settings({"r": 4}))
+
+
+def test_max_pixels_downscales_before_the_processor(tmp_path, h):
+    bundle = _capped_bundle("qwen2_5_vl", tmp_path, h, max_pixels=32 * 32)
+    big = replace(h.image_example(), images=(_png(400, 200),))
+    small = replace(h.image_example(1), images=(_png(20, 20),))
+    collator = Collator(bundle, 512)
+    collator.processor = spy = _Spy(bundle.processor)
+    batch = collator([big, small])
+    assert spy.sizes == [(45, 22), (20, 20)]  # 400x200 -> 990 px <= 1024, aspect 2:1 kept
+    uncapped = Collator(_capped_bundle("qwen2_5_vl", tmp_path / "b", h), 512)([big])
+    assert batch["image_grid_thw"][0].prod() < uncapped["image_grid_thw"][0].prod()
+
+
+def test_max_tiles_caps_mllama_tiles_and_keeps_the_models_aspect_ids(tmp_path, h):
+    bundle = _capped_bundle("mllama", tmp_path, h, max_tiles=2)
+    wide, tall = (
+        replace(h.image_example(i), images=(_png(*s),)) for i, s in ((0, (32, 16)), (1, (16, 32)))
+    )
+    huge = replace(h.image_example(2), images=(_png(64, 64),))  # 4 tiles uncapped
+    collator = Collator(bundle, 256)
+    collator.processor = spy = _Spy(bundle.processor)
+    batch = collator([wide, tall, huge])
+    assert spy.kwargs[0] == {"max_image_tiles": 2}
+    assert batch["pixel_values"].shape[2] == 4  # the model reads its own max_num_tiles
+    # 1x2, 2x1, and the square image in one tile (2 tiles cannot be square): at most 2
+    assert batch["aspect_ratio_mask"].sum(-1).flatten().tolist() == [2, 2, 1]
+    own = bundle.processor(text=["<|image|>"] * 2, images=[[_image(wide)], [_image(tall)]])
+    assert (
+        batch["aspect_ratio_ids"][:2].tolist() == torch.as_tensor(own["aspect_ratio_ids"]).tolist()
+    )
+    assert batch["cross_attention_mask"][0].sum(-1).max() == 2  # two tiles attended
+    with torch.no_grad():
+        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
+    free = Collator(_capped_bundle("mllama", tmp_path / "b", h), 256)([huge])
+    assert free["aspect_ratio_mask"].sum().item() == 4
+
+
+@pytest.mark.parametrize(
+    ("family", "tiles", "message"),
+    [("gemma3", 2, "does not tile its images"), ("mllama", 5, "set at most 4")],
+)
+def test_max_tiles_beyond_what_the_family_tiles_is_a_config_error(
+    family, tiles, message, tmp_path, h
+):
+    from generalist.errors import ConfigError
+
+    bundle = _capped_bundle(family, tmp_path, h, max_tiles=tiles)
+    with pytest.raises(ConfigError, match=f"model.max_tiles: .*{message}"):
+        Collator(bundle, 256)
