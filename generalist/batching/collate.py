@@ -34,15 +34,12 @@ from typing import Any, Literal
 
 from generalist.batching.image_caps import decode_images, processor_kwargs
 from generalist.batching.mllama_inputs import as_padding, batch_images, widen_tiles
-from generalist.batching.model_inputs import MODEL_KEYS, model_inputs, to_device
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
-
-__all__ = ["MODEL_KEYS", "Collator", "model_inputs", "to_device"]
 
 
 class Collator:

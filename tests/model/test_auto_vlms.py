@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
+from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
