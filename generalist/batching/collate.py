@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from generalist.batching.image_caps import decode_images, processor_kwargs
+from generalist.batching.image_caps import cap_pixels, decode_images, processor_kwargs
 from generalist.batching.mllama_inputs import as_padding, batch_images, widen_tiles
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
@@ -127,7 +127,8 @@ class Collator:
         if self._dummy is None:
             from PIL import Image
 
-            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
+            blank = cap_pixels(Image.new("RGB", (32, 32)), self.max_pixels)
+            ids, extra = self._process(self.layout.dummy_text(), [blank])
             if self.layout.kind == "mllama":  # no token; the processor's padding image
                 ids, extra = [], as_padding(extra)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)

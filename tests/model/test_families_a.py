@@ -125,6 +125,48 @@ def test_batch_equals_the_processor_token_for_token(family, tmp_path, h, monkeyp
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_generation_batch_equals_the_processors_padded_batch(family, tmp_path, h, monkeypatch):
+    """Rows with two images and with one, left padded for generation: every tensor equals
+    what the model's own processor returns for the same prompts and images, padded left
+    (Mllama: its cross-attention mask over the padded rows and the images padded per row)."""
+    bundle = _bundle(save_tiny(family, tmp_path / family, h.corpus))
+    two = replace(
+        h.image_example(0, color="blue"),
+        prompt="Given <image> and <image>. Q: what colors?\nA:",
+        images=(h.png("blue", size=40), _png(48, 24, "red")),
+    )
+    one = replace(h.image_example(1, color="red"), images=(_png(24, 40, "red"),))
+    collator = Collator(bundle, 256, for_generation=True)
+    batch = collator([two, one])
+    own = own_processor(family, bundle, monkeypatch)
+    marker = collator.layout.marker_text()
+    texts = [e.prompt.replace("<image>", marker) for e in (two, one)]
+    pics = [[Image.open(io.BytesIO(b)).convert("RGB") for b in e.images] for e in (two, one)]
+    flat = pics if collator.layout.nested_images else [p for row in pics for p in row]
+    want = own(text=texts, images=flat, padding=True, padding_side="left", return_tensors="pt")
+    assert set(model_inputs(batch)) == set(want), sorted(want)
+    for key, value in want.items():
+        assert batch[key].tolist() == torch.as_tensor(value).tolist(), key
+
+
+def test_gemma3_image_tokens_attend_each_other_both_ways(tmp_path, h):
+    """token_type_ids make Gemma 3's image block bidirectional: an image token's output
+    depends on the later image tokens (not so in a causal pass); nothing before it changes."""
+    bundle = _bundle(save_tiny("gemma3", tmp_path / "gemma3", h.corpus))
+    bundle.model.eval()
+    inputs = model_inputs(Collator(bundle, 256)([h.image_example(color="blue")]))
+    causal = {k: v for k, v in inputs.items() if k != "token_type_ids"}
+    with torch.no_grad():
+        ours, plain = bundle.model(**inputs).logits, bundle.model(**causal).logits
+    image = (inputs["token_type_ids"][0] == 1).nonzero().flatten().tolist()
+    assert len(image) == 4 and image == list(range(image[0], image[0] + 4))
+    first, last = image[0], image[-1]
+    torch.testing.assert_close(ours[0, :first], plain[0, :first])
+    for pos in range(first, last):  # each image token but the last sees a later one
+        assert not torch.allclose(ours[0, pos], plain[0, pos], atol=1e-4), pos
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_text_row_beside_its_dummy_scores_as_alone(family, tmp_path, h):
     """A text-only row with its masked dummy image scores as it does alone without one; the
     image row as it does alone (Gemma 3: the dummy block attends nothing real). Mllama's
