@@ -6,8 +6,10 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
 How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
-mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
-generalist.batching.token_layout's job.
+mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL / Qwen2.5-VL /
+Qwen3-VL, Gemma 3, Mllama) is generalist.batching.token_layout's job; Mllama's tiled images
+and cross-attention mask are generalist.batching.mllama_inputs'. Images are decoded and capped
+(model.max_pixels, model.max_tiles) by generalist.batching.image_caps before the processor.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises

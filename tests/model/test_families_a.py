@@ -384,3 +384,13 @@ def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
     for family, config in zip(FAMILIES, configs):
         curve = runs.losses(config.with_suffix(""))
         assert sorted(curve) == list(range(1, 9)) and runs.falls(curve), (family, curve)
+
+
+def test_flops_count_every_mllama_tile_the_tower_runs(tmp_path, h):
+    from generalist.train.flops import batch_work
+
+    bundle = _bundle(save_tiny("mllama", tmp_path / "mllama", h.corpus))
+    batch = Collator(bundle, 256)([h.image_example(), h.text_example()])
+    work = batch_work(bundle.base_model.config, batch, bundle.image_token_id)
+    # 2 rows x 1 image slot x 4 tiles x (2x2 patches of 8 px in a 16 px tile + CLS)
+    assert work["vision"].tokens == 2 * 4 * 5 and work["vision"].patches == 2 * 4 * 4
