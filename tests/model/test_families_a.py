@@ -305,29 +305,6 @@ def test_max_tiles_beyond_what_the_family_tiles_is_a_config_error(
         Collator(bundle, 256)
 
 
-def _modality_mix(config):
-    """True when some micro-batch of this config's run mixes image and text-only examples and
-    at some step one rank's micro-batch is text only while the other's has images."""
-    from generalist.mixing.stream import build_stream
-    from generalist.train.config import load_config
-    from generalist.train.preflight import check_config
-
-    cfg = load_config(config)
-    mixture, micro = check_config(cfg), cfg.batch.micro_batch_size
-    kinds = []
-    for rank in (0, 1):
-        stream = build_stream(
-            mixture, cfg.shards, "train", cfg.seed, rank, 2, batch_size=micro, schedule=cfg.schedule
-        )
-        batches = iter(stream.dataloader(collate_fn=list))
-        kinds.append([{bool(e.images) for e in next(batches)} for _ in range(cfg.steps)])
-    mixed = any(k == {True, False} for rank in kinds for k in rank)
-    one_text_only = any(
-        (a == {False} and True in b) or (b == {False} and True in a) for a, b in zip(*kinds)
-    )
-    return mixed and one_text_only
-
-
 @pytest.mark.slow
 def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
     """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA on each tiny family in
@@ -366,7 +343,7 @@ def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
         cfg = conftest._tiny_config(shards, config.with_suffix(""), **overrides)
         config.write_text(yaml.safe_dump(cfg))
         configs.append(config)
-    assert _modality_mix(configs[0])  # the scenario really happens in these batches
+    assert runs._modality_mix(configs[0])  # the scenario really happens in these batches
     cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs._port())]
     cmd += ["--no_local_rank", str(Path(__file__).with_name("train_in_turn.py"))]
     env = {**runs.os.environ, "PATH": f"{Path(sys.executable).parent}:{runs.os.environ['PATH']}"}
