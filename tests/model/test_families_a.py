@@ -167,6 +167,26 @@ def test_gemma3_image_tokens_attend_each_other_both_ways(tmp_path, h):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_left_truncation_stops_at_the_image_block(family, tmp_path, h):
+    from generalist.errors import DataError
+
+    bundle = _bundle(save_tiny(family, tmp_path / family, h.corpus))
+    ex = h.image_example()  # "Instructions: ... Given <image>. Q: ...": text before the image
+    collator = Collator(bundle, 512)
+    full = collator.encode(ex)
+    guarded = {bundle.image_token_id, *collator.layout.protected_ids(bundle.tokenizer)}
+    start = next(i for i, t in enumerate(full.input_ids) if t in guarded)
+    head = 0  # leading bos tokens stay (Mllama's processor and tokenizer each add one)
+    while full.input_ids[head] == bundle.tokenizer.bos_token_id:
+        head += 1
+    fits = Collator(bundle, full.length - (start - head)).encode(ex)
+    assert fits.input_ids == full.input_ids[:head] + full.input_ids[start:]
+    assert fits.labels[-3:] == full.labels[-3:]  # the target is whole
+    with pytest.raises(DataError, match="would cut an image"):
+        Collator(bundle, full.length - (start - head) - 1).encode(ex)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_text_row_beside_its_dummy_scores_as_alone(family, tmp_path, h):
     """A text-only row with its masked dummy image scores as it does alone without one; the
     image row as it does alone (Gemma 3: the dummy block attends nothing real). Mllama's
