@@ -20,7 +20,7 @@ from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
 
-# model_type -> the processor keyword that caps tiles per image
+# model_type -> the processor keyword that caps tiles per image (a tiling family adds its own)
 TILE_KWARGS = {"mllama": "max_image_tiles"}
 
 
@@ -62,7 +62,7 @@ def tile_kwargs(model_type: str, max_tiles: int | None, model_tiles: int | None)
         return {}
     if model_type not in TILE_KWARGS:
         raise ConfigError(
-            f"model.max_tiles: the {model_type or 'this'} model does not tile its images; "
+            f"model.max_tiles: the {model_type!r} model does not tile its images; "
             "drop model.max_tiles (model.max_pixels caps any family's image size)"
         )
     if model_tiles is not None and max_tiles > model_tiles:
