@@ -6,8 +6,10 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
 How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
-mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
-generalist.batching.token_layout's job.
+mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL / Qwen2.5-VL /
+Qwen3-VL, Gemma 3, Mllama) is generalist.batching.token_layout's job; Mllama's tiled images
+and cross-attention mask are generalist.batching.mllama_inputs'. Images are decoded and capped
+(model.max_pixels, model.max_tiles) by generalist.batching.image_caps before the processor.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
@@ -28,46 +30,18 @@ generalist.batching.token_layout's job.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from generalist.batching.image_caps import cap_pixels, decode_images, processor_kwargs
+from generalist.batching.mllama_inputs import as_padding, batch_images, widen_tiles
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
-
-MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
-    "input_ids",
-    "attention_mask",
-    "labels",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "pixel_values",
-    "image_sizes",
-    "image_grid_thw",
-    "pixel_attention_mask",
-)
-
-
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    """The tensors of a batch that the model's forward takes (drops task names, ids)."""
-    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
-
-
-def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
-    """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
-    (the training or model precision) when given."""
-    out = {}
-    for key, value in model_inputs(batch).items():
-        value = value.to(device, non_blocking=True)
-        if float_dtype is not None and value.is_floating_point():
-            value = value.to(float_dtype)
-        out[key] = value
-    return out
 
 
 class Collator:
@@ -104,21 +78,12 @@ class Collator:
         self.seq2seq = bool(bundle.is_encoder_decoder)
         self.layout = layout_for(bundle)  # per-family markers, target spacing, token types
         self._dummy: tuple[list[int], dict[str, Any]] | None = None
+        self.max_pixels = getattr(bundle.config, "max_pixels", None)  # image_caps
+        self.image_kwargs, self.model_tiles = processor_kwargs(bundle, self.layout.kind)
 
     # -- encoding -------------------------------------------------------------------------
     def _images(self, example: Example) -> list[Any]:
-        from PIL import Image, UnidentifiedImageError
-
-        out = []
-        for n, data in enumerate(example.images):
-            try:
-                out.append(Image.open(io.BytesIO(data)).convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataError(
-                    f"task {example.task!r} example {example.id!r}: image {n} cannot be decoded "
-                    f"({err}); re-shard the dataset"
-                ) from None
-        return out
+        return decode_images(example, self.max_pixels)  # capped at model.max_pixels
 
     def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
         return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
@@ -139,12 +104,19 @@ class Collator:
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
-            flat = [img for i in rich for img in images[i]]
-            enc = self.processor(text=[texts[i] for i in rich], images=flat)
+            flat: list[Any] = [img for i in rich for img in images[i]]
+            if self.layout.nested_images:  # a list of images per prompt (Gemma 3, Mllama)
+                flat = [images[i] for i in rich]
+            enc = self.processor(text=[texts[i] for i in rich], images=flat, **self.image_kwargs)
             parts = split_images(enc, [len(images[i]) for i in rich])
+            if parts is not None and self.model_tiles:  # Mllama under model.max_tiles
+                cap = self.image_kwargs["max_image_tiles"]
+                parts = [widen_tiles(p, cap, self.model_tiles) for p in parts]
             if parts is None:  # an unknown image-output layout: one call per example
                 for i in rich:
-                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt")
+                    one = self.processor(
+                        text=texts[i], images=images[i], return_tensors="pt", **self.image_kwargs
+                    )
                     extra = {k: v for k, v in one.items() if k not in TEXT_KEYS}
                     out[i] = (one["input_ids"][0].tolist(), extra)
                 return out
@@ -157,7 +129,10 @@ class Collator:
         if self._dummy is None:
             from PIL import Image
 
-            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
+            blank = cap_pixels(Image.new("RGB", (32, 32)), self.max_pixels)
+            ids, extra = self._process(self.layout.dummy_text(), [blank])
+            if self.layout.kind == "mllama":  # no token; the processor's padding image
+                ids, extra = [], as_padding(extra)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy
 
@@ -213,10 +188,13 @@ class Collator:
             )
         prompt = self._truncate(prompt, 0 if self.seq2seq else len(target), where)
         dummy: list[int] = []
-        if not example.images and self.dummy_mode == "per_example":
+        has_dummy = not example.images and self.dummy_mode == "per_example"
+        if has_dummy:
             dummy, images = self.dummy_block()
         if self.seq2seq:  # the encoder reads the prompt, the decoder's labels are the target
-            return Encoded(prompt, target, images, example.task, example.id, len(prompt), dummy)
+            return Encoded(
+                prompt, target, images, example.task, example.id, len(prompt), dummy, has_dummy
+            )
         return Encoded(
             input_ids=prompt + target,
             labels=[IGNORE_INDEX] * len(prompt) + target,
@@ -225,6 +203,7 @@ class Collator:
             id=example.id,
             prompt_length=len(prompt),
             dummy=list(dummy),
+            has_dummy=has_dummy,
         )
 
     def _truncate(self, prompt: list[int], n_target: int, where: str) -> list[int]:
@@ -260,11 +239,15 @@ class Collator:
         if not encoded:
             raise DataError("cannot collate an empty batch")
         rows = list(encoded)
-        if self.layout.dummy_only_without_images and any(r.images and not r.dummy for r in rows):
-            rows = [replace(r, images={}, dummy=[]) if r.dummy else r for r in rows]
+        if self.layout.dummy_only_without_images and any(
+            not r.has_dummy and r.images for r in rows
+        ):
+            rows = [
+                replace(r, images={}, dummy=[], has_dummy=False) if r.has_dummy else r for r in rows
+            ]
         if self.dummy_mode == "per_batch" and not any(r.images for r in rows):
             ids, images = self.dummy_block()
-            rows[0] = replace(rows[0], images=images, dummy=list(ids))
+            rows[0] = replace(rows[0], images=images, dummy=list(ids), has_dummy=True)
         width = max(r.length for r in rows)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -277,10 +260,16 @@ class Collator:
             batch["labels"] = torch.tensor(rows_out["labels"], dtype=torch.long)
         if self.layout.prefix_lm:
             batch["token_type_ids"] = torch.tensor(rows_out["types"], dtype=torch.long)
+        if self.layout.image_token_types:  # Gemma 3: 1 on image tokens, bidirectional blocks
+            is_soft = batch["input_ids"] == self.layout.soft_token_id
+            batch["token_type_ids"] = is_soft.to(torch.long)
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)
-        for key in sorted({k for r in rows for k in r.images}):
+        if self.layout.kind == "mllama":  # [batch, images, tiles, ...] + cross-attention mask
+            image_id = int(self.bundle.image_token_id or 0)
+            batch.update(batch_images([r.images for r in rows], batch["input_ids"], image_id))
+        for key in sorted({k for r in rows for k in r.images} - set(batch)):
             parts = [r.images[key] for r in rows if key in r.images]
             batch[key] = torch.cat(parts, dim=0)
         batch["task_names"] = [r.task for r in rows]

@@ -25,6 +25,7 @@ class Encoded:
     id: str
     prompt_length: int
     dummy: list[int] = field(default_factory=list)  # dummy image tokens (never attended)
+    has_dummy: bool = False  # images holds a dummy image (Mllama's has no tokens)
 
     @property
     def length(self) -> int:

@@ -18,7 +18,16 @@ batch layout (masking, truncation, dummy images, padding) is the same for every 
   example by `image_grid_thw`. Its position builder takes image grids in batch order from the
   attended image tokens only, so a masked dummy image followed by a real image in a later row
   would shift every later grid: dummies are dropped from a batch that has a real image (the
-  vision tower runs on the real ones anyway).
+  vision tower runs on the real ones anyway). Qwen3-VL has the same layout.
+- gemma3 (Gemma 3, MedGemma): a marker becomes <start_of_image>, which the processor expands to
+  "\n\n<start_of_image>" + soft image tokens + "<end_of_image>\n\n"; `token_type_ids` are 1 on
+  the soft image tokens (the model's image_token_id), as Gemma3Processor returns them: Gemma 3
+  attends bidirectionally within each image's block. A masked dummy image is a block of its own
+  that no real token attends (its keys are masked like padding).
+- mllama (Llama 3.2 Vision): a marker stays <|image|> (not expanded: the text attends the
+  image's tiles by cross-attention); pixel tensors are per example [images, tiles, ...] and the
+  cross-attention mask is built per token at padding time (generalist.batching.mllama_inputs).
+  The dummy image of a text-only row has no token and no token attends it.
 """
 
 from __future__ import annotations
@@ -26,11 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from generalist.batching import mllama_inputs
+from generalist.batching.mllama_inputs import is_mllama_output
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.bundle import ModelBundle
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
-MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
 # processor outputs that are not image tensors: the collator builds its own per-token ids, and
 # PaliGemma's processor returns labels, never model inputs here
 TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels"}
@@ -40,9 +51,22 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    kind: str = "default"  # "default" | "blip2" | "paligemma" | "mrope" | "text"
+    kind: str = (
+        "default"  # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "text"
+    )
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
+    soft_token_id: int | None = None  # gemma3: the image token the processor expands to
+
+    @property
+    def nested_images(self) -> bool:
+        """The processor takes one list of images per prompt, not one flat list."""
+        return self.kind in ("gemma3", "mllama")
+
+    @property
+    def image_token_types(self) -> bool:
+        """token_type_ids: 1 on image tokens, 0 elsewhere (Gemma 3's bidirectional blocks)."""
+        return self.kind == "gemma3"
 
     @property
     def prefix_lm(self) -> bool:
@@ -62,7 +86,7 @@ class TokenLayout:
     @property
     def dummy_only_without_images(self) -> bool:
         """A dummy image may not sit in a batch beside real images (M-RoPE grid order)."""
-        return self.kind == "mrope"
+        return self.kind in ("mrope", "mllama")
 
     def prompt_text(self, prompt: str, n_images: int) -> str:
         """The text handed to the processor for a prompt with `n_images` "<image>" markers."""
@@ -81,7 +105,8 @@ class TokenLayout:
         return str(self.image_token)
 
     def dummy_text(self) -> str:
-        """The processor text of the blank dummy image."""
+        """The processor text of the blank dummy image (Mllama's ids are then dropped: its
+        image is cross-attended, no token stands for it)."""
         return "" if self.kind == "blip2" else self.marker_text()
 
     def text_only_ids(self, tokenizer: Any, text: str) -> list[int] | None:
@@ -93,6 +118,10 @@ class TokenLayout:
 
     def protected_ids(self, tokenizer: Any) -> set[int]:
         """Token ids that left truncation must never cut (besides the image token itself)."""
+        if self.kind == "gemma3":
+            names = [getattr(tokenizer, "eoi_token", None), getattr(tokenizer, "image_token", None)]
+            ids = {int(tokenizer.convert_tokens_to_ids(t)) for t in names if t}
+            return ids | ({self.soft_token_id} if self.soft_token_id is not None else set())
         if self.kind != "mrope":
             return set()
         return {int(tokenizer.convert_tokens_to_ids(t)) for t in (VISION_START, VISION_END)}
@@ -110,6 +139,10 @@ def layout_for(bundle: ModelBundle) -> TokenLayout:
         return TokenLayout("paligemma", bundle.image_token, target_prefix="")
     if model_type in MROPE_TYPES:
         return TokenLayout("mrope", bundle.image_token)
+    if model_type == "gemma3":
+        return TokenLayout("gemma3", bundle.image_token, soft_token_id=int(config.image_token_id))
+    if model_type == "mllama":
+        return TokenLayout("mllama", bundle.image_token)
     return TokenLayout("default", bundle.image_token)
 
 
@@ -122,7 +155,9 @@ def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     """
     import torch
 
-    keys = set(enc) - TEXT_KEYS
+    keys = set(enc) - TEXT_KEYS - {"cross_attention_mask"}
+    if is_mllama_output(keys):  # [batch, images, tiles, ...]: rebuilt per batch
+        return mllama_inputs.split(enc, counts)
     pixels = enc["pixel_values"]
     if isinstance(pixels, (list, tuple)):  # one array per image (no return_tensors)
         pixels = torch.stack([torch.as_tensor(p) for p in pixels])

@@ -42,7 +42,8 @@ from typing import Any
 import torch
 
 from generalist import distributed as dist
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
+from generalist.batching.model_inputs import model_inputs
 from generalist.bench.stream import write_demo_shards
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import Mixture

@@ -22,8 +22,9 @@ import io
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from generalist.batching.collate import Collator, to_device
+from generalist.batching.collate import Collator
 from generalist.batching.losses import example_losses
+from generalist.batching.model_inputs import to_device
 from generalist.catalog.records import Example
 from generalist.model.bundle import ModelBundle
 

@@ -18,7 +18,8 @@ class ModelBundle:
     processor: the HF processor (LlavaProcessor etc.); for causal LMs the tokenizer itself.
     image_token: the processor's image token string (None for text-only models).
     family: "llava" | "blip2" | "causal_lm" | "image_text_to_text" (other auto VLMs such as
-        PaliGemma and Qwen2-VL; the collator adapts to their model_type).
+        PaliGemma, Qwen2-VL / Qwen2.5-VL / Qwen3-VL, Gemma 3 and Mllama; the collator adapts
+        to their model_type).
     """
 
     model: Any

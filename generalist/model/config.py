@@ -102,6 +102,19 @@ class ModelConfig(BaseModel):
         description="recompute activations: less memory (non-reentrant; works with a frozen "
         "tower and LoRA)",
     )
+    # image size caps (generalist.batching.image_caps), applied before the processor
+    max_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="downscale (aspect kept) any image with more pixels than this before the "
+        "processor, so a high-resolution source cannot blow up a batch; none: no cap",
+    )
+    max_tiles: int | None = Field(
+        None,
+        ge=1,
+        description="at most this many tiles per image, where the family tiles its images "
+        "(Llama 3.2 Vision: max_image_tiles); an error for a family that does not tile",
+    )
     # GPU settings (generalist.model.kernels checks and applies them; errors name the key)
     attn_implementation: AttnImplementation = Field(
         "sdpa", description="attention kernel: sdpa, flash_attention_2 (CUDA, flash-attn) or eager"

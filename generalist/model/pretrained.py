@@ -31,7 +31,7 @@ def _load(what: str, key: str, fn: Any, src: str) -> Any:
 
 
 def detect_family(src: str, key: str = "model.name_or_path") -> str:
-    """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, ...) or
+    """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, Gemma 3, ...) or
     'causal_lm', from the config. generalist.batching.token_layout adapts to each VLM's
     model_type."""
     from transformers import AutoConfig

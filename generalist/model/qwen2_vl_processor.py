@@ -1,6 +1,6 @@
 """Qwen2-VL's image + text processing where transformers cannot build its processor.
 
-transformers 5.x builds Qwen2VLProcessor (and Qwen2.5-VL's) only with torchvision installed:
+transformers 5.x builds Qwen2VLProcessor (Qwen2.5-VL's, Qwen3-VL's) only with torchvision:
 the processor always holds a video processor, and video processors need torchvision, even when
 only images are used. A CPU machine whose torchvision does not fit its torch (a CUDA build from
 PyPI beside a CPU torch) cannot load these models' processors at all. `load_processor` then
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-PROCESSOR_CLASSES = {"Qwen2VLProcessor", "Qwen2_5_VLProcessor"}
+PROCESSOR_CLASSES = {"Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"}
 CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
 
 

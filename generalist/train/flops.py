@@ -196,6 +196,11 @@ def vision_positions(config: Any, batch: Mapping[str, Any]) -> tuple[list[int], 
         return [int(t * h * w) for t, h, w in batch["image_grid_thw"].tolist()], 0
     pixels = batch.get("pixel_values")
     vision = getattr(config, "vision_config", None)
+    if pixels is not None and vision is not None and pixels.ndim == 6:  # Mllama's tiles
+        rows, images, tiles = pixels.shape[:3]  # the tower runs every tile, padding too
+        side = int(vision.patch_size)
+        per_tile = (pixels.shape[-2] // side) * (pixels.shape[-1] // side) + 1  # + CLS
+        return [tiles * per_tile] * int(rows * images), int(tiles)
     if pixels is None or vision is None or pixels.ndim != 4:
         return [], 0
     patch = int(vision.patch_size)

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from generalist import distributed as dist
-from generalist.batching.collate import to_device
 from generalist.batching.losses import example_losses, shifts_labels
+from generalist.batching.model_inputs import to_device
 from generalist.train.normalization import LossNormalization, micro_batch_loss, step_weights
 
 PHASES = ("data", "forward", "backward", "optimizer")

@@ -53,7 +53,7 @@ def train(bundle: ModelBundle, batch: dict[str, Any], steps: int = 3, lr: float 
     """AdamW steps on one fixed batch (the model's own loss); the losses; eval mode after."""
     import torch
 
-    from generalist.batching.collate import model_inputs
+    from generalist.batching.model_inputs import model_inputs
 
     bundle.model.train()
     params = [p for p in bundle.model.parameters() if p.requires_grad]

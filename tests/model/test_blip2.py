@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
+from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.errors import DataError
 from generalist.model.export import export

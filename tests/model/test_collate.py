@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
 from generalist.batching.grouping import group_by_length
+from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.errors import DataError
 

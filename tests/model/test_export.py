@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
+from generalist.batching.model_inputs import model_inputs
 from generalist.cli import main as cli_main
 from generalist.errors import GeneralistError
 from generalist.model.build import build_model

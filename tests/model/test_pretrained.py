@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
+from generalist.batching.model_inputs import model_inputs
 from generalist.errors import DataError
 from generalist.model.build import build_model
 from generalist.model.config import parse_lora_settings, parse_model_config

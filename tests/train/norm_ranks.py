@@ -21,8 +21,8 @@ import deepspeed
 import torch
 
 from generalist import distributed as dist
-from generalist.batching.collate import model_inputs
 from generalist.batching.losses import example_losses
+from generalist.batching.model_inputs import model_inputs
 from generalist.train.config import load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.normalization import target_counts

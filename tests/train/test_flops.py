@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.collate import Collator
 from generalist.batching.losses import example_losses
+from generalist.batching.model_inputs import model_inputs
 from generalist.catalog.records import Example
 from generalist.model.build import build_model
 from generalist.model.config import parse_lora_settings, parse_model_config

@@ -157,9 +157,8 @@ def test_zero3_lora_mixed_modality_ranks_learn(tiny_config_module) -> None:
     config = tiny_config_module(
         "zero3.yaml",
         deepspeed=3,
-        # iid: the stratified default deals every micro-batch both kinds, so no rank would
-        # ever be text only; this test is about the rank that is
-        **{**LORA, "batch.group_by_length": 0, "steps": 12, "schedule": "iid"},
+        schedule="iid",  # stratified (the default) would mix every micro-batch
+        **{**LORA, "batch.group_by_length": 0, "steps": 12},
     )
     assert _modality_mix(config)  # the scenario really happens in this run's batches
     finish(launch(config), config)
@@ -218,14 +217,7 @@ def _modality_mix(config: Path) -> bool:
     kinds = []
     for rank in (0, 1):
         stream = build_stream(
-            mixture,
-            cfg.shards,
-            "train",
-            cfg.seed,
-            rank,
-            2,
-            batch_size=micro,
-            schedule=cfg.schedule,
+            mixture, cfg.shards, "train", cfg.seed, rank, 2, batch_size=micro, schedule=cfg.schedule
         )
         batches = iter(stream.dataloader(collate_fn=list))
         kinds.append([{bool(e.images) for e in next(batches)} for _ in range(cfg.steps)])

@@ -1,0 +1,85 @@
+"""Image size caps a run sets (model.max_pixels, model.max_tiles), applied before the processor.
+
+A high-resolution source image (a 3000x3000 radiograph) must never reach a processor at full
+size: Qwen2-VL-style processors turn pixels into patches (tokens), tiling processors into tiles,
+and either can make a batch run out of memory. So every image is decoded here and, above
+`max_pixels`, downscaled with its aspect ratio kept before any processor sees it.
+
+`max_tiles` is generic: at most this many tiles per image, for the families that tile; each
+such family maps it to its processor's own keyword (TILE_KWARGS, by model_type). Families whose
+model needs a fixed tile count (Mllama) widen the tensors back in their own module.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from generalist.catalog.records import Example
+from generalist.errors import ConfigError, DataError
+from generalist.model.bundle import ModelBundle
+
+# model_type -> the processor keyword that caps tiles per image (a tiling family adds its own)
+TILE_KWARGS = {"mllama": "max_image_tiles"}
+
+
+def cap_pixels(image: Any, max_pixels: int | None) -> Any:
+    """`image` (PIL) downscaled, aspect kept, to at most `max_pixels` pixels; else itself."""
+    width, height = image.size
+    if max_pixels is None or width * height <= max_pixels:
+        return image
+    from PIL import Image
+
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def decode_images(example: Example, max_pixels: int | None = None) -> list[Any]:
+    """The example's images as RGB PIL images, each capped at `max_pixels`."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for n, data in enumerate(example.images):
+        try:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(
+                f"task {example.task!r} example {example.id!r}: image {n} cannot be decoded "
+                f"({err}); re-shard the dataset"
+            ) from None
+        out.append(cap_pixels(image, max_pixels))
+    return out
+
+
+def tile_kwargs(model_type: str, max_tiles: int | None, model_tiles: int | None) -> dict:
+    """The processor keywords that cap tiles per image at `max_tiles` for this family.
+
+    model_tiles: the most tiles the model itself reads (None: no fixed limit).
+    """
+    if max_tiles is None:
+        return {}
+    if model_type not in TILE_KWARGS:
+        raise ConfigError(
+            f"model.max_tiles: the {model_type!r} model does not tile its images; "
+            "drop model.max_tiles (model.max_pixels caps any family's image size)"
+        )
+    if model_tiles is not None and max_tiles > model_tiles:
+        raise ConfigError(
+            f"model.max_tiles: {max_tiles} is more than the {model_tiles} tiles the model reads; "
+            f"set at most {model_tiles}"
+        )
+    return {TILE_KWARGS[model_type]: max_tiles}
+
+
+def processor_kwargs(bundle: ModelBundle, kind: str) -> tuple[dict, int | None]:
+    """(processor keywords for model.max_tiles, the model's fixed tile count when the tensors
+    must be widened back to it: Mllama under a cap; else None)."""
+    config = getattr(bundle.base_model, "config", None)
+    model_type = str(getattr(config, "model_type", ""))
+    max_tiles = getattr(bundle.config, "max_tiles", None)
+    fixed = getattr(getattr(config, "vision_config", None), "max_num_tiles", None)
+    fixed = int(fixed) if kind == "mllama" and fixed else None
+    kwargs = tile_kwargs(model_type, max_tiles, fixed)
+    return kwargs, (fixed if kwargs else None)
