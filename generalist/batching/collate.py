@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
+from generalist.batching.tiled_images import dummy_kwargs, join_tiled
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
@@ -41,15 +42,8 @@ from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
 
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
-    "input_ids",
-    "attention_mask",
-    "labels",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "pixel_values",
-    "image_sizes",
-    "image_grid_thw",
-    "pixel_attention_mask",
+    *("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids"),
+    *("pixel_values", "image_sizes", "image_grid_thw", "pixel_attention_mask", "batch_num_images"),
 )
 
 
@@ -120,11 +114,11 @@ class Collator:
                 ) from None
         return out
 
-    def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
-        return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
+    def _process(self, text: str, images: list[Any], **kw: Any) -> tuple[list[int], dict]:
+        return self._process_many([text], [images], **kw)[0]  # one prompt: (ids, image tensors)
 
     def _process_many(
-        self, texts: list[str], images: list[list[Any]]
+        self, texts: list[str], images: list[list[Any]], **kw: Any
     ) -> list[tuple[list[int], dict[str, Any]]]:
         """Prompts through the processor, one call per kind (with / without images)."""
         if self.text_only:
@@ -140,7 +134,9 @@ class Collator:
         rich = [i for i, im in enumerate(images) if im]
         if rich:
             flat = [img for i in rich for img in images[i]]
-            enc = self.processor(text=[texts[i] for i in rich], images=flat)
+            if self.layout.nested_images:  # the processor splits images per prompt itself
+                flat = [images[i] for i in rich]
+            enc = self.processor(text=[texts[i] for i in rich], images=flat, **kw)
             parts = split_images(enc, [len(images[i]) for i in rich])
             if parts is None:  # an unknown image-output layout: one call per example
                 for i in rich:
@@ -157,7 +153,8 @@ class Collator:
         if self._dummy is None:
             from PIL import Image
 
-            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
+            blank, kw = Image.new("RGB", (32, 32)), dummy_kwargs(self.layout.kind)
+            ids, extra = self._process(self.layout.dummy_text(), [blank], **kw)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy
 
@@ -280,7 +277,9 @@ class Collator:
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)
-        for key in sorted({k for r in rows for k in r.images}):
+        if self.layout.nested_images:  # tiles: padded across the batch as the processor does
+            batch.update(join_tiled(self.layout.kind, [r.images for r in rows]))
+        for key in sorted({k for r in rows for k in r.images} - set(batch)):
             parts = [r.images[key] for r in rows if key in r.images]
             batch[key] = torch.cat(parts, dim=0)
         batch["task_names"] = [r.task for r in rows]

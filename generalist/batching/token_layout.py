@@ -19,6 +19,10 @@ batch layout (masking, truncation, dummy images, padding) is the same for every 
   attended image tokens only, so a masked dummy image followed by a real image in a later row
   would shift every later grid: dummies are dropped from a batch that has a real image (the
   vision tower runs on the real ones anyway).
+- tiled (Idefics3, SmolVLM) and anyres (LLaVA-NeXT, LLaVA-OneVision): a marker is the
+  processor's "<image>", which it expands by the image's tiles; images go to the processor per
+  example (nested lists); the tensors are split and padded by generalist.batching.tiled_images.
+  Truncation never cuts a tiled image block's frame tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from generalist.batching.tiled_images import (
+    ANYRES_TYPES,
+    TILED_TYPES,
+    split_tiled,
+    tiled_protected_ids,
+)
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.bundle import ModelBundle
 
@@ -40,7 +50,9 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    kind: str = "default"  # "default" | "blip2" | "paligemma" | "mrope" | "text"
+    kind: str = (
+        "default"  # "default" | "blip2" | "paligemma" | "mrope" | "tiled" | "anyres" | "text"
+    )
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
 
@@ -63,6 +75,11 @@ class TokenLayout:
     def dummy_only_without_images(self) -> bool:
         """A dummy image may not sit in a batch beside real images (M-RoPE grid order)."""
         return self.kind == "mrope"
+
+    @property
+    def nested_images(self) -> bool:
+        """Images go to the processor as one list per example (Idefics3, SmolVLM, OneVision)."""
+        return self.kind in ("tiled", "anyres")
 
     def prompt_text(self, prompt: str, n_images: int) -> str:
         """The text handed to the processor for a prompt with `n_images` "<image>" markers."""
@@ -93,6 +110,8 @@ class TokenLayout:
 
     def protected_ids(self, tokenizer: Any) -> set[int]:
         """Token ids that left truncation must never cut (besides the image token itself)."""
+        if self.kind == "tiled":
+            return tiled_protected_ids(tokenizer)
         if self.kind != "mrope":
             return set()
         return {int(tokenizer.convert_tokens_to_ids(t)) for t in (VISION_START, VISION_END)}
@@ -110,6 +129,10 @@ def layout_for(bundle: ModelBundle) -> TokenLayout:
         return TokenLayout("paligemma", bundle.image_token, target_prefix="")
     if model_type in MROPE_TYPES:
         return TokenLayout("mrope", bundle.image_token)
+    if model_type in TILED_TYPES:
+        return TokenLayout("tiled", bundle.image_token)
+    if model_type in ANYRES_TYPES:
+        return TokenLayout("anyres", bundle.image_token)
     return TokenLayout("default", bundle.image_token)
 
 
@@ -117,12 +140,15 @@ def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     """Per-example image tensors from one batched processor call with `counts` images each.
 
     pixel_values rows are one per image (LLaVA, PaliGemma) or, with image_grid_thw, the
-    image's patches (Qwen2-VL: grid t*h*w rows per image). None for any other output layout:
-    the caller then processes the examples one by one.
+    image's patches (Qwen2-VL: grid t*h*w rows per image); tiles (Idefics3, LLaVA-NeXT, ...) are
+    generalist.batching.tiled_images's. None for any other output layout: the caller then
+    processes the examples one by one.
     """
     import torch
 
     keys = set(enc) - TEXT_KEYS
+    if "pixel_attention_mask" in keys or "image_sizes" in keys:
+        return split_tiled(enc, counts)
     pixels = enc["pixel_values"]
     if isinstance(pixels, (list, tuple)):  # one array per image (no return_tensors)
         pixels = torch.stack([torch.as_tensor(p) for p in pixels])
