@@ -1,0 +1,238 @@
+"""Idefics3, SmolVLM (image tiles, pixel_attention_mask) and LLaVA-NeXT, LLaVA-OneVision (anyres
+tiles, image_sizes, image_newline) through the auto path: tiny models built from config, saved
+as plain HF dirs (tests/model/tiny_families_b.py), then driven by our build_model, Collator,
+generation and export exactly as a hub checkpoint would be."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.padding import IGNORE_INDEX
+from generalist.batching.tiled_images import cap_tiles, dummy_kwargs, tile_kwargs
+from generalist.eval.generation import HFPredictor
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.export import export
+from generalist.model.lora import trainable_parameter_names
+from generalist.model.model_dir import save_model_dir
+
+
+def _load_by_path(path):
+    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny = _load_by_path(Path(__file__).with_name("tiny_families_b.py"))
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TILED = {"idefics3", "smolvlm"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family's tiny checkpoint dir, built once for this module."""
+    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    root = tmp_path_factory.mktemp("families_b")
+    return {name: save(root / name, corpus) for name, save in tiny.SAVERS.items()}
+
+
+def _bundle(path, **lora):
+    cfg = parse_model_config({"name_or_path": str(path)})
+    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+
+
+def _example(h, n, color, size):
+    """An image example whose image has its own size (own aspect ratio: own tile count)."""
+    return replace(h.image_example(n, color=color), images=(_png(color, size),))
+
+
+def _png(color, size):
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pil(example):
+    return [Image.open(io.BytesIO(d)).convert("RGB") for d in example.images]
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_batch_is_the_processors_own_output(saved, h, family):
+    """Rows: a square image, a text-only example (masked dummy image), a wide image (another
+    tile count): ids, label masks, pixels, masks and sizes as the model's processor gives them."""
+    bundle = _bundle(saved[family])
+    assert bundle.family == "image_text_to_text" and bundle.image_token == "<image>"
+    square, text, wide = (
+        _example(h, 0, "blue", (40, 40)),
+        h.text_example(),
+        _example(h, 1, "red", (64, 32)),
+    )
+    batch = Collator(bundle, 512)([square, text, wide])
+    proc, tok = bundle.processor, bundle.tokenizer
+    ref = proc(text=[square.prompt, wide.prompt], images=[_pil(square), _pil(wide)])
+    ref_text = proc(text=[text.prompt])["input_ids"][0]
+    blank = [[Image.new("RGB", (32, 32))]]
+    ref_dummy = proc(
+        text=["<image>"], images=blank, **dummy_kwargs("tiled" if family in TILED else "anyres")
+    )
+    rows = [(0, ref["input_ids"][0], square), (1, ref_text, text), (2, ref["input_ids"][1], wide)]
+    for row, ids, ex in rows:
+        ids = list(ids)
+        n = len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids
+        assert batch["labels"][row, :n].tolist() == [IGNORE_INDEX] * n
+        target = [t for t in batch["labels"][row].tolist() if t != IGNORE_INDEX]
+        assert tok.decode(target, skip_special_tokens=True).strip() == ex.target
+        assert target[-1] == tok.eos_token_id
+        assert batch["input_ids"][row, n : n + len(target)].tolist() == target
+        assert batch["attention_mask"][row].tolist().count(1) == n + len(target)
+    # the text row's dummy block: the processor's own tokens of a blank image, never attended
+    dummy = [i for i in ref_dummy["input_ids"][0] if i != tok.bos_token_id]
+    start = int(batch["attention_mask"][1].sum())  # after the text row's prompt and target
+    assert batch["input_ids"][1, start : start + len(dummy)].tolist() == dummy
+    image_id = bundle.image_token_id
+    counts = [int((batch["input_ids"][r] == image_id).sum()) for r in range(3)]
+    assert counts[0] != counts[2]  # the two aspect ratios: different tile counts
+    if family in TILED:
+        want_p, want_m = (
+            torch.as_tensor(ref["pixel_values"]),
+            torch.as_tensor(ref["pixel_attention_mask"]),
+        )
+        tiles = want_m.flatten(2).any(-1).sum(-1).tolist()
+        assert tiles[0] != tiles[1] and tiles[0] > 1  # 2x2 tiles + whole vs 1x2 + whole
+        assert batch["pixel_values"].shape == (3, max(tiles), 3, 32, 32)
+        assert torch.equal(batch["pixel_values"][[0, 2]], want_p)
+        assert torch.equal(batch["pixel_attention_mask"][[0, 2]], want_m)
+        one = torch.as_tensor(ref_dummy["pixel_values"])[0]
+        assert one.shape[0] == 1 and torch.equal(batch["pixel_values"][1, :1], one)
+        assert batch["pixel_attention_mask"][1, 1:].sum() == 0  # padding tiles: mask 0
+        assert counts[1] == 4  # the dummy: one tile of image_seq_len tokens
+    else:
+        want = torch.stack([torch.as_tensor(p) for p in ref["pixel_values"]])
+        assert batch["pixel_values"].shape[0] == 3  # one entry per image, the dummy between
+        assert torch.equal(batch["pixel_values"][[0, 2], : want.shape[1]], want)
+        assert batch["image_sizes"].tolist() == [[40, 40], [32, 32], [32, 64]]
+        if family == "llava_onevision":
+            assert batch["batch_num_images"].tolist() == [1, 1, 1]
+    with torch.no_grad():  # the model counts as many image features as there are tokens
+        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_learns_generates_scores_exports_and_reloads(saved, h, tmp_path, family):
+    bundle = _bundle(saved[family], target_modules=ALL_LINEAR)
+    names = trainable_parameter_names(bundle.model)  # LoRA in the LM, the projector in full
+    projector = "connector" if family in TILED else "multi_modal_projector"
+    assert any(projector in n for n in names) and any("lora_B" in n for n in names)
+    assert not any("vision" in n for n in names)
+    examples = [
+        _example(h, 0, "blue", (40, 40)),
+        h.text_example(answer="no"),
+        _example(h, 1, "red", (64, 32)),
+    ]
+    batch = Collator(bundle, 512)(examples)
+    losses = h.train(bundle, batch, steps=25, lr=3e-2)
+    assert losses[-1] < 0.1 * losses[0], losses
+    predictor = HFPredictor(bundle, max_length=512, max_new_tokens=4)
+    assert predictor.generate(examples) == ["blue", "no", "red"]
+    assert predictor.generate(examples[1:2]) == ["no"]  # a text-only batch: a dummy image
+    scores = predictor.score_options([replace(examples[2], options=("blue", "red"))])
+    assert scores[0][1] > scores[0][0]
+    save_model_dir(bundle, tmp_path / "ckpt" / "model")
+    out = export(tmp_path / "ckpt", tmp_path / "out")
+    from transformers import AutoModelForImageTextToText
+
+    plain = AutoModelForImageTextToText.from_pretrained(out).eval()
+    gen = Collator(bundle, 512, for_generation=True)(examples)
+    kw = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
+    with torch.no_grad():
+        a = plain.generate(**model_inputs(gen), **kw)
+        b = bundle.model.generate(**model_inputs(gen), **kw)
+    assert a.tolist() == b.tolist()
+    reloaded = _bundle(out)  # the exported dir loads back through our path, processor too
+    assert type(reloaded.processor).__name__ == type(bundle.processor).__name__
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_tile_caps_bound_the_tiles_and_the_model_agrees(saved, h, family):
+    bundle = _bundle(saved[family])
+    model_type = bundle.base_model.config.model_type
+    big = _example(h, 0, "blue", (64, 64))
+    full = Collator(bundle, 512)([big])
+    settings = cap_tiles(bundle.base_model, bundle.processor, 1)
+    assert settings == tile_kwargs(model_type, 1, bundle.processor.image_processor)
+    capped = Collator(bundle, 512)([big])
+    if family in TILED:
+        tiles = lambda b: int(b["pixel_attention_mask"].flatten(2).any(-1).sum())  # noqa: E731
+        assert (tiles(full), tiles(capped)) == (5, 1)  # 2x2 + the whole image -> the whole
+    else:
+        assert (full["pixel_values"].shape[1], capped["pixel_values"].shape[1]) == (5, 2)
+        assert bundle.base_model.config.image_grid_pinpoints == [[32, 32]]
+    n_full = int((full["input_ids"] == bundle.image_token_id).sum())
+    n_capped = int((capped["input_ids"] == bundle.image_token_id).sum())
+    assert n_capped < n_full
+    with torch.no_grad():  # the model computes the capped token count too
+        assert torch.isfinite(bundle.model(**model_inputs(capped)).loss)
+
+
+def test_tile_kwargs_per_family():
+    from transformers import Idefics3ImageProcessorPil, LlavaNextImageProcessorPil
+
+    idefics = Idefics3ImageProcessorPil(
+        size={"longest_edge": 1536}, max_image_size={"longest_edge": 384}
+    )
+    assert tile_kwargs("idefics3", 4, idefics) == {"size": {"longest_edge": 768}}
+    assert tile_kwargs("smolvlm", 100, idefics) == {"size": {"longest_edge": 1536}}
+    assert tile_kwargs("idefics3", 0, idefics) == {"do_image_splitting": False}
+    # LLaVA-NeXT's hub setting: 336 px tiles, grids 1x2, 2x1, 2x2, 3x1, 1x3
+    nxt = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
+    )
+    assert tile_kwargs("llava_next", 2, nxt) == {"image_grid_pinpoints": [[336, 672], [672, 336]]}
+    assert tile_kwargs("llava_onevision", 1, nxt) == {"image_grid_pinpoints": [[336, 336]]}
+    assert tile_kwargs("paligemma", 1, nxt) == {}
+
+
+@pytest.mark.parametrize("family", ["idefics3", "llava_onevision"])
+def test_truncation_never_cuts_into_an_image_block(saved, h, family):
+    from generalist.errors import DataError
+
+    bundle = _bundle(saved[family])
+    ex = _example(h, 0, "blue", (40, 40))  # "Instructions: ... Given <image>. Q: ..."
+    full = Collator(bundle, 512).encode(ex)
+    first = "<fake_token_around_image>" if family in TILED else "<image>"
+    start = full.input_ids.index(bundle.tokenizer.convert_tokens_to_ids(first))
+    keep = 1 if full.input_ids[0] == bundle.tokenizer.bos_token_id else 0
+    fits = Collator(bundle, full.length - start + keep).encode(ex)
+    assert fits.input_ids[keep:] == full.input_ids[start:]
+    with pytest.raises(DataError, match="would cut an image"):
+        Collator(bundle, full.length - start + keep - 1).encode(ex)
+
+
+def test_onevision_multi_image_examples_are_not_tiled(saved, h):
+    """LLaVA-OneVision tiles an example's image only when it is the example's only image."""
+    bundle = _bundle(saved["llava_onevision"])
+    two = replace(
+        h.image_example(0, color="blue"),
+        prompt="Given <image> and <image>. Q: what color is the shape?\nA:",
+        images=(_png("blue", (40, 40)), _png("red", (64, 32))),
+    )
+    batch = Collator(bundle, 512)([two, _example(h, 1, "red", (40, 40))])
+    assert batch["batch_num_images"].tolist() == [2, 1]
+    image_id = bundle.image_token_id
+    assert int((batch["input_ids"][0] == image_id).sum()) == 2 * (4 + 1)  # 4 + newline each
+    ref = bundle.processor(text=[two.prompt], images=[_pil(two)])
+    assert batch["input_ids"][0, : len(ref["input_ids"][0])].tolist() == list(ref["input_ids"][0])
+    with torch.no_grad():
+        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
