@@ -236,3 +236,45 @@ def test_onevision_multi_image_examples_are_not_tiled(saved, h):
     assert batch["input_ids"][0, : len(ref["input_ids"][0])].tolist() == list(ref["input_ids"][0])
     with torch.no_grad():
         assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["idefics3", "llava_onevision"])
+def test_zero3_two_ranks_mixed_batches_learn(saved, tmp_path, family):
+    """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA on a tiled family and an
+    anyres one: micro-batches mix image and text-only examples (iid schedule) and at some steps
+    one rank has only text (a one-tile dummy image) and the other real tiled images: the ranks
+    stay in step (different tile counts per rank) and the loss falls."""
+    import yaml
+
+    from generalist.catalog.loading import import_user_module
+    from generalist.shards.writer import write_dataset
+
+    train_tests = Path(__file__).parents[1] / "train"
+    conftest = _load_by_path(train_tests / "conftest.py")
+    runs = _load_by_path(train_tests / "test_runs.py")
+    import_user_module(str(conftest.TINY_TASKS))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for dataset in ("train_colors", "train_words"):
+        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
+    config = tmp_path / f"zero3_{family}.yaml"
+    cfg = conftest._tiny_config(
+        shards,
+        config.with_suffix(""),
+        **{
+            **runs.LORA,
+            "model": {"name_or_path": str(saved[family])},
+            "deepspeed": 3,
+            "schedule": "iid",
+            "batch.group_by_length": 0,
+            "batch.max_length": 256,
+            "steps": 12,
+            "checkpoint.every": 12,  # one save: the launch, not the steps, is the cost here
+        },
+    )
+    config.write_text(yaml.safe_dump(cfg))
+    assert runs._modality_mix(config)  # the scenario really happens in this run's batches
+    runs.finish(runs.launch(config), config)
+    curve = runs.losses(config.with_suffix(""))
+    assert sorted(curve) == list(range(1, 13)) and runs.falls(curve), curve

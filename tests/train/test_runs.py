@@ -215,7 +215,9 @@ def _modality_mix(config: Path) -> bool:
     micro = cfg.batch.micro_batch_size
     kinds = []
     for rank in (0, 1):
-        stream = build_stream(mixture, cfg.shards, "train", cfg.seed, rank, 2, batch_size=micro)
+        stream = build_stream(
+            mixture, cfg.shards, "train", cfg.seed, rank, 2, batch_size=micro, schedule=cfg.schedule
+        )
         batches = iter(stream.dataloader(collate_fn=list))
         kinds.append([{bool(e.images) for e in next(batches)} for _ in range(cfg.steps)])
     mixed = any(k == {True, False} for rank in kinds for k in rank)
