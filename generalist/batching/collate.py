@@ -6,7 +6,7 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
 How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
-mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
+mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL, tiles) is
 generalist.batching.token_layout's job.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
@@ -34,7 +34,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
-from generalist.batching.tiled_images import dummy_kwargs, join_tiled
+from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_tiled
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
@@ -151,9 +151,7 @@ class Collator:
     def dummy_block(self) -> tuple[list[int], dict[str, Any]]:
         """(token ids, image tensors) of a blank image as the processor expands it."""
         if self._dummy is None:
-            from PIL import Image
-
-            blank, kw = Image.new("RGB", (32, 32)), dummy_kwargs(self.layout.kind)
+            blank, kw = dummy_image(self.layout.kind), dummy_kwargs(self.layout.kind)
             ids, extra = self._process(self.layout.dummy_text(), [blank], **kw)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy

@@ -114,6 +114,15 @@ def dummy_kwargs(kind: str) -> dict[str, Any]:
     return {"do_image_splitting": False} if kind == "tiled" else {}
 
 
+def dummy_image(kind: str) -> Any:
+    """The blank dummy image. anyres: 32 x 4 px, whose tiles the model unpads to a few rows, so
+    the dummy costs the whole image's tokens and little more (LLaVA-NeXT 336 px: 870 tokens, not
+    a square's 1176; OneVision 384 px: 813, not 1485); else 32 x 32 px."""
+    from PIL import Image
+
+    return Image.new("RGB", (32, 4) if kind == "anyres" else (32, 32))
+
+
 def tiled_protected_ids(tokenizer: Any) -> set[int]:
     """The ids of an image block's frame tokens (<fake_token_around_image>, <global-img>,
     <row_r_col_c>): left truncation may cut none of them, nor the <image> tokens."""

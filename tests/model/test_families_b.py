@@ -82,10 +82,9 @@ def test_batch_is_the_processors_own_output(saved, h, family):
     proc, tok = bundle.processor, bundle.tokenizer
     ref = proc(text=[square.prompt, wide.prompt], images=[_pil(square), _pil(wide)])
     ref_text = proc(text=[text.prompt])["input_ids"][0]
-    blank = [[Image.new("RGB", (32, 32))]]
-    ref_dummy = proc(
-        text=["<image>"], images=blank, **dummy_kwargs("tiled" if family in TILED else "anyres")
-    )
+    kind = "tiled" if family in TILED else "anyres"  # the dummy: 32 x 32 px, one tile / 32 x 4
+    blank = [[Image.new("RGB", (32, 32) if family in TILED else (32, 4))]]
+    ref_dummy = proc(text=["<image>"], images=blank, **dummy_kwargs(kind))
     rows = [(0, ref["input_ids"][0], square), (1, ref_text, text), (2, ref["input_ids"][1], wide)]
     for row, ids, ex in rows:
         ids = list(ids)
@@ -122,9 +121,11 @@ def test_batch_is_the_processors_own_output(saved, h, family):
         want = torch.stack([torch.as_tensor(p) for p in ref["pixel_values"]])
         assert batch["pixel_values"].shape[0] == 3  # one entry per image, the dummy between
         assert torch.equal(batch["pixel_values"][[0, 2], : want.shape[1]], want)
-        assert batch["image_sizes"].tolist() == [[40, 40], [32, 32], [32, 64]]
+        assert batch["image_sizes"].tolist() == [[40, 40], [4, 32], [32, 64]]
         if family == "llava_onevision":
             assert batch["batch_num_images"].tolist() == [1, 1, 1]
+        square_blank = proc(text=["<image>"], images=[[Image.new("RGB", (32, 32))]])
+        assert counts[1] == 4 < square_blank["input_ids"][0].count(image_id) == 10  # unpadded
     with torch.no_grad():  # the model counts as many image features as there are tokens
         assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
     # examples encoded apart (as length grouping re-batches them) pad into the same batch
