@@ -6,8 +6,9 @@ usable torchvision `load_videoless` builds the checkpoint's own processor class 
 image processor (PIL backend), tokenizer and processor_config.json settings, and no video
 processor: images and text go through the real class's code, videos raise. SmolVLM's processor
 also refuses to start without `num2words`, which only its video prompts use; a stand-in that
-raises when called takes its place. `save_pretrained` writes the tokenizer, the image processor
-and the processor_config.json, so transformers with torchvision loads the real processor.
+raises when called takes its place. `save_pretrained` writes the tokenizer, the image processor,
+the processor_config.json and the chat template, so transformers with torchvision loads the
+real processor from the same directory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from generalist.model.qwen2_vl_processor import processor_class
 
 VIDEO_HOLDING = {"SmolVLMProcessor", "LlavaOnevisionProcessor"}
-NOT_SETTINGS = {"processor_class", "image_processor", "video_processor", "auto_map"}
+NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwargs"}
 
 
 def needs_videoless(src: str | os.PathLike[str]) -> bool:
@@ -30,15 +31,35 @@ def needs_videoless(src: str | os.PathLike[str]) -> bool:
     return processor_class(src) in VIDEO_HOLDING and not is_torchvision_available()
 
 
-def _settings(src: str | os.PathLike[str]) -> dict[str, Any]:
+def _file(src: str | os.PathLike[str], name: str) -> Path | None:
+    """A file of a local checkpoint dir, or of a hub id where transformers caches it."""
     from transformers.utils import cached_file
 
-    path = Path(src) / "processor_config.json"
-    if not Path(src).is_dir():
-        found = cached_file(str(src), "processor_config.json")
-        path = Path(found) if found else path
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    return {k: v for k, v in data.items() if k not in NOT_SETTINGS}
+    if Path(src).is_dir():
+        path = Path(src) / name
+        return path if path.is_file() else None
+    try:
+        found = cached_file(str(src), name, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return None
+    return Path(found) if found else None
+
+
+def _settings(src: str | os.PathLike[str], cls: type) -> dict[str, Any]:
+    """processor_config.json's settings that the class takes (its __init__ parameters), and
+    the chat template (in that file, or chat_template.jinja / .json beside it)."""
+    import inspect
+
+    path = _file(src, "processor_config.json")
+    data = json.loads(path.read_text()) if path else {}
+    takes = set(inspect.signature(cls.__init__).parameters) - NOT_SETTINGS
+    out = {k: v for k, v in data.items() if k in takes}
+    jinja, as_json = _file(src, "chat_template.jinja"), _file(src, "chat_template.json")
+    if jinja:
+        out["chat_template"] = jinja.read_text()
+    elif as_json:
+        out["chat_template"] = json.loads(as_json.read_text()).get("chat_template")
+    return out
 
 
 def _no_num2words(*args: Any, **kwargs: Any) -> str:
@@ -68,6 +89,8 @@ def videoless_class(name: str) -> type:
         self.image_processor.save_pretrained(out)
         settings = {"processor_class": name, **_own_settings(self)}
         (out / "processor_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        if isinstance(self.chat_template, str):
+            (out / "chat_template.jinja").write_text(self.chat_template)
 
     attrs = {"check_argument_for_proper_class": check, "save_pretrained": save_pretrained}
     return type(name, (base,), {**attrs, "__module__": __name__})
@@ -88,6 +111,4 @@ def load_videoless(src: str | os.PathLike[str]) -> Any:
     cls = videoless_class(name)
     image_processor = AutoImageProcessor.from_pretrained(src)
     tokenizer = AutoTokenizer.from_pretrained(src)
-    template = Path(src) / "chat_template.jinja"
-    chat = template.read_text() if template.is_file() else None
-    return cls(image_processor, tokenizer, None, chat_template=chat, **_settings(src))
+    return cls(image_processor, tokenizer, None, **_settings(src, cls.__mro__[1]))

@@ -303,3 +303,25 @@ def test_zero3_two_ranks_mixed_batches_learn(saved, tmp_path, family):
     runs.finish(runs.launch(config), config)
     curve = runs.losses(config.with_suffix(""))
     assert sorted(curve) == list(range(1, 13)) and runs.falls(curve), curve
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "llava_onevision"])
+def test_processors_without_torchvision_are_the_real_classes(saved, h, tmp_path, family):
+    """SmolVLM's / OneVision's processor class itself, with no video processor; it saves and
+    reloads (settings, chat template) as save_pretrained would."""
+    import transformers
+
+    from generalist.model.videoless_processor import load_videoless
+
+    proc = load_videoless(saved[family])
+    name = "SmolVLMProcessor" if family == "smolvlm" else "LlavaOnevisionProcessor"
+    assert isinstance(proc, getattr(transformers, name)) and proc.video_processor is None
+    proc.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    proc.save_pretrained(tmp_path / "saved")
+    again = load_videoless(tmp_path / "saved")
+    assert again.chat_template == proc.chat_template
+    ex = _example(h, 0, "blue", (64, 32))
+    a = proc(text=[ex.prompt], images=[_pil(ex)])
+    b = again(text=[ex.prompt], images=[_pil(ex)])
+    assert a["input_ids"] == b["input_ids"]
+    assert torch.equal(torch.as_tensor(a["pixel_values"]), torch.as_tensor(b["pixel_values"]))
