@@ -5,7 +5,6 @@ generation and export exactly as a hub checkpoint would be."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,10 +14,8 @@ from PIL import Image
 
 from generalist.batching.collate import Collator, model_inputs
 from generalist.batching.padding import IGNORE_INDEX
-from generalist.batching.tiled_images import cap_tiles, dummy_kwargs, tile_kwargs
+from generalist.batching.tiled_images import dummy_kwargs
 from generalist.eval.generation import HFPredictor
-from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
 from generalist.model.export import export
 from generalist.model.lora import trainable_parameter_names
 from generalist.model.model_dir import save_model_dir
@@ -36,7 +33,7 @@ def _load_by_path(path):
 
 tiny = _load_by_path(Path(__file__).with_name("tiny_families_b.py"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-TILED = {"idefics3", "smolvlm"}
+TILED = tiny.TILED
 
 
 @pytest.fixture(scope="module")
@@ -47,40 +44,20 @@ def saved(tmp_path_factory):
     return {name: save(root / name, corpus) for name, save in tiny.SAVERS.items()}
 
 
-def _bundle(path, **lora):
-    cfg = parse_model_config({"name_or_path": str(path)})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
-
-
-def _example(h, n, color, size):
-    """An image example whose image has its own size (own aspect ratio: own tile count)."""
-    return replace(h.image_example(n, color=color), images=(_png(color, size),))
-
-
-def _png(color, size):
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _pil(example):
-    return [Image.open(io.BytesIO(d)).convert("RGB") for d in example.images]
-
-
 @pytest.mark.parametrize("family", tiny.FAMILIES)
 def test_batch_is_the_processors_own_output(saved, h, family):
     """Rows: a square image, a text-only example (masked dummy image), a wide image (another
     tile count): ids, label masks, pixels, masks and sizes as the model's processor gives them."""
-    bundle = _bundle(saved[family])
+    bundle = tiny.bundle(saved[family])
     assert bundle.family == "image_text_to_text" and bundle.image_token == "<image>"
     square, text, wide = (
-        _example(h, 0, "blue", (40, 40)),
+        tiny.example(h, 0, "blue", (40, 40)),
         h.text_example(),
-        _example(h, 1, "red", (64, 32)),
+        tiny.example(h, 1, "red", (64, 32)),
     )
     batch = Collator(bundle, 512)([square, text, wide])
     proc, tok = bundle.processor, bundle.tokenizer
-    ref = proc(text=[square.prompt, wide.prompt], images=[_pil(square), _pil(wide)])
+    ref = proc(text=[square.prompt, wide.prompt], images=[tiny.pil(square), tiny.pil(wide)])
     ref_text = proc(text=[text.prompt])["input_ids"][0]
     kind = "tiled" if family in TILED else "anyres"  # the dummy: 32 x 32 px, one tile / 32 x 4
     blank = [[Image.new("RGB", (32, 32) if family in TILED else (32, 4))]]
@@ -135,36 +112,17 @@ def test_batch_is_the_processors_own_output(saved, h, family):
         assert key not in batch or torch.equal(apart[key], batch[key]), key
 
 
-@pytest.mark.parametrize("family", ["idefics3", "llava_next"])
-def test_without_dummies_a_mixed_batch_is_the_processors_batch(saved, h, family):
-    """dummy_images off: a text-only row next to an image row, as the processor batches them
-    (Idefics3: the text row's tile slots all zero, mask 0; LLaVA-NeXT: only the image's)."""
-    bundle = _bundle(saved[family])
-    square, text = _example(h, 0, "blue", (40, 40)), h.text_example()
-    batch = Collator(bundle, 512, dummy_images="off")([square, text])
-    ref = bundle.processor(text=[square.prompt, text.prompt], images=[_pil(square), []])
-    for row in (0, 1):
-        ids = list(ref["input_ids"][row])
-        assert batch["input_ids"][row, : len(ids)].tolist() == ids
-    keys = {"pixel_values", "pixel_attention_mask", "image_sizes"} & set(ref)
-    assert keys == set(batch) & {"pixel_values", "pixel_attention_mask", "image_sizes"}
-    for key in keys:
-        want = ref[key]
-        want = torch.stack([torch.as_tensor(w) for w in want]) if isinstance(want, list) else want
-        assert torch.equal(batch[key], torch.as_tensor(want)), key
-
-
 @pytest.mark.parametrize("family", tiny.FAMILIES)
 def test_learns_generates_scores_exports_and_reloads(saved, h, tmp_path, family):
-    bundle = _bundle(saved[family], target_modules=ALL_LINEAR)
+    bundle = tiny.bundle(saved[family], target_modules=ALL_LINEAR)
     names = trainable_parameter_names(bundle.model)  # LoRA in the LM, the projector in full
     projector = "connector" if family in TILED else "multi_modal_projector"
     assert any(projector in n for n in names) and any("lora_B" in n for n in names)
     assert not any("vision" in n for n in names)
     examples = [
-        _example(h, 0, "blue", (40, 40)),
+        tiny.example(h, 0, "blue", (40, 40)),
         h.text_example(answer="no"),
-        _example(h, 1, "red", (64, 32)),
+        tiny.example(h, 1, "red", (64, 32)),
     ]
     batch = Collator(bundle, 512)(examples)
     losses = h.train(bundle, batch, steps=25, lr=3e-2)
@@ -185,82 +143,8 @@ def test_learns_generates_scores_exports_and_reloads(saved, h, tmp_path, family)
         a = plain.generate(**model_inputs(gen), **kw)
         b = bundle.model.generate(**model_inputs(gen), **kw)
     assert a.tolist() == b.tolist()
-    reloaded = _bundle(out)  # the exported dir loads back through our path, processor too
+    reloaded = tiny.bundle(out)  # the exported dir loads back through our path, processor too
     assert type(reloaded.processor).__name__ == type(bundle.processor).__name__
-
-
-@pytest.mark.parametrize("family", tiny.FAMILIES)
-def test_tile_caps_bound_the_tiles_and_the_model_agrees(saved, h, family):
-    bundle = _bundle(saved[family])
-    model_type = bundle.base_model.config.model_type
-    big = _example(h, 0, "blue", (64, 64))
-    full = Collator(bundle, 512)([big])
-    settings = cap_tiles(bundle.base_model, bundle.processor, 1)
-    assert settings == tile_kwargs(model_type, 1, bundle.processor.image_processor)
-    capped = Collator(bundle, 512)([big])
-    if family in TILED:
-        tiles = lambda b: int(b["pixel_attention_mask"].flatten(2).any(-1).sum())  # noqa: E731
-        assert (tiles(full), tiles(capped)) == (5, 1)  # 2x2 + the whole image -> the whole
-    else:
-        assert (full["pixel_values"].shape[1], capped["pixel_values"].shape[1]) == (5, 2)
-        assert bundle.base_model.config.image_grid_pinpoints == [[32, 32]]
-    n_full = int((full["input_ids"] == bundle.image_token_id).sum())
-    n_capped = int((capped["input_ids"] == bundle.image_token_id).sum())
-    assert n_capped < n_full
-    with torch.no_grad():  # the model computes the capped token count too
-        assert torch.isfinite(bundle.model(**model_inputs(capped)).loss)
-
-
-def test_tile_kwargs_per_family():
-    from transformers import Idefics3ImageProcessorPil, LlavaNextImageProcessorPil
-
-    idefics = Idefics3ImageProcessorPil(
-        size={"longest_edge": 1536}, max_image_size={"longest_edge": 384}
-    )
-    assert tile_kwargs("idefics3", 4, idefics) == {"size": {"longest_edge": 768}}
-    assert tile_kwargs("smolvlm", 100, idefics) == {"size": {"longest_edge": 1536}}
-    assert tile_kwargs("idefics3", 0, idefics) == {"do_image_splitting": False}
-    # LLaVA-NeXT's hub setting: 336 px tiles, grids 1x2, 2x1, 2x2, 3x1, 1x3
-    nxt = LlavaNextImageProcessorPil(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
-    )
-    assert tile_kwargs("llava_next", 2, nxt) == {"image_grid_pinpoints": [[336, 672], [672, 336]]}
-    assert tile_kwargs("llava_onevision", 1, nxt) == {"image_grid_pinpoints": [[336, 336]]}
-    assert tile_kwargs("paligemma", 1, nxt) == {}
-
-
-@pytest.mark.parametrize("family", ["idefics3", "llava_onevision"])
-def test_truncation_never_cuts_into_an_image_block(saved, h, family):
-    from generalist.errors import DataError
-
-    bundle = _bundle(saved[family])
-    ex = _example(h, 0, "blue", (40, 40))  # "Instructions: ... Given <image>. Q: ..."
-    full = Collator(bundle, 512).encode(ex)
-    first = "<fake_token_around_image>" if family in TILED else "<image>"
-    start = full.input_ids.index(bundle.tokenizer.convert_tokens_to_ids(first))
-    keep = 1 if full.input_ids[0] == bundle.tokenizer.bos_token_id else 0
-    fits = Collator(bundle, full.length - start + keep).encode(ex)
-    assert fits.input_ids[keep:] == full.input_ids[start:]
-    with pytest.raises(DataError, match="would cut an image"):
-        Collator(bundle, full.length - start + keep - 1).encode(ex)
-
-
-def test_onevision_multi_image_examples_are_not_tiled(saved, h):
-    """LLaVA-OneVision tiles an example's image only when it is the example's only image."""
-    bundle = _bundle(saved["llava_onevision"])
-    two = replace(
-        h.image_example(0, color="blue"),
-        prompt="Given <image> and <image>. Q: what color is the shape?\nA:",
-        images=(_png("blue", (40, 40)), _png("red", (64, 32))),
-    )
-    batch = Collator(bundle, 512)([two, _example(h, 1, "red", (40, 40))])
-    assert batch["batch_num_images"].tolist() == [2, 1]
-    image_id = bundle.image_token_id
-    assert int((batch["input_ids"][0] == image_id).sum()) == 2 * (4 + 1)  # 4 + newline each
-    ref = bundle.processor(text=[two.prompt], images=[_pil(two)])
-    assert batch["input_ids"][0, : len(ref["input_ids"][0])].tolist() == list(ref["input_ids"][0])
-    with torch.no_grad():
-        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
 
 
 @pytest.mark.slow
@@ -320,8 +204,8 @@ def test_processors_without_torchvision_are_the_real_classes(saved, h, tmp_path,
     proc.save_pretrained(tmp_path / "saved")
     again = load_videoless(tmp_path / "saved")
     assert again.chat_template == proc.chat_template
-    ex = _example(h, 0, "blue", (64, 32))
-    a = proc(text=[ex.prompt], images=[_pil(ex)])
-    b = again(text=[ex.prompt], images=[_pil(ex)])
+    ex = tiny.example(h, 0, "blue", (64, 32))
+    a = proc(text=[ex.prompt], images=[tiny.pil(ex)])
+    b = again(text=[ex.prompt], images=[tiny.pil(ex)])
     assert a["input_ids"] == b["input_ids"]
     assert torch.equal(torch.as_tensor(a["pixel_values"]), torch.as_tensor(b["pixel_values"]))

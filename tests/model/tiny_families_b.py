@@ -10,7 +10,9 @@ them here."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ LLAMA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]  # anyres grids of 32 px tiles
 FAMILIES = ("idefics3", "smolvlm", "llava_next", "llava_onevision")
+TILED = {"idefics3", "smolvlm"}  # the others: anyres
 TEXT = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -220,3 +223,33 @@ SAVERS = {
     "llava_next": save_tiny_llava_next,
     "llava_onevision": save_tiny_llava_onevision,
 }
+
+
+def bundle(path, **lora):
+    """build_model on a saved dir by path, LoRA r=4 (keyword overrides)."""
+    from generalist.model.build import build_model
+    from generalist.model.config import parse_lora_settings, parse_model_config
+
+    cfg = parse_model_config({"name_or_path": str(path)})
+    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+
+
+def png(color, size):
+    """PNG bytes of a `size` (width, height) image of one color."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def example(h, n, color, size):
+    """An image example whose image has its own size (own aspect ratio: own tile count)."""
+    return replace(h.image_example(n, color=color), images=(png(color, size),))
+
+
+def pil(ex):
+    """An example's images as the processor takes them."""
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(d)).convert("RGB") for d in ex.images]

@@ -1,0 +1,130 @@
+"""Tiles of Idefics3 / SmolVLM and LLaVA-NeXT / OneVision in our batches: tile caps through the
+processor (and the model's grids), truncation that never cuts an image block, OneVision's
+untiled multi-image examples, and mixed batches without dummy images as the processor batches
+them. Tiny checkpoints from tests/model/tiny_families_b.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from generalist.batching.collate import Collator, model_inputs
+from generalist.batching.tiled_images import cap_tiles, tile_kwargs
+
+
+def _load_by_path(path):
+    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny = _load_by_path(Path(__file__).with_name("tiny_families_b.py"))
+TILED = tiny.TILED
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family's tiny checkpoint dir, built once for this module."""
+    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    root = tmp_path_factory.mktemp("families_b_tiles")
+    return {name: save(root / name, corpus) for name, save in tiny.SAVERS.items()}
+
+
+@pytest.mark.parametrize("family", ["idefics3", "llava_next"])
+def test_without_dummies_a_mixed_batch_is_the_processors_batch(saved, h, family):
+    """dummy_images off: a text-only row next to an image row, as the processor batches them
+    (Idefics3: the text row's tile slots all zero, mask 0; LLaVA-NeXT: only the image's)."""
+    bundle = tiny.bundle(saved[family])
+    square, text = tiny.example(h, 0, "blue", (40, 40)), h.text_example()
+    batch = Collator(bundle, 512, dummy_images="off")([square, text])
+    ref = bundle.processor(text=[square.prompt, text.prompt], images=[tiny.pil(square), []])
+    for row in (0, 1):
+        ids = list(ref["input_ids"][row])
+        assert batch["input_ids"][row, : len(ids)].tolist() == ids
+    keys = {"pixel_values", "pixel_attention_mask", "image_sizes"} & set(ref)
+    assert keys == set(batch) & {"pixel_values", "pixel_attention_mask", "image_sizes"}
+    for key in keys:
+        want = ref[key]
+        want = torch.stack([torch.as_tensor(w) for w in want]) if isinstance(want, list) else want
+        assert torch.equal(batch[key], torch.as_tensor(want)), key
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_tile_caps_bound_the_tiles_and_the_model_agrees(saved, h, family):
+    bundle = tiny.bundle(saved[family])
+    model_type = bundle.base_model.config.model_type
+    big = tiny.example(h, 0, "blue", (64, 64))
+    full = Collator(bundle, 512)([big])
+    settings = cap_tiles(bundle.base_model, bundle.processor, 1)
+    assert settings == tile_kwargs(model_type, 1, bundle.processor.image_processor)
+    capped = Collator(bundle, 512)([big])
+    if family in TILED:
+        tiles = lambda b: int(b["pixel_attention_mask"].flatten(2).any(-1).sum())  # noqa: E731
+        assert (tiles(full), tiles(capped)) == (5, 1)  # 2x2 + the whole image -> the whole
+    else:
+        assert (full["pixel_values"].shape[1], capped["pixel_values"].shape[1]) == (5, 2)
+        assert bundle.base_model.config.image_grid_pinpoints == [[32, 32]]
+    n_full = int((full["input_ids"] == bundle.image_token_id).sum())
+    n_capped = int((capped["input_ids"] == bundle.image_token_id).sum())
+    assert n_capped < n_full
+    with torch.no_grad():  # the model computes the capped token count too
+        assert torch.isfinite(bundle.model(**model_inputs(capped)).loss)
+
+
+def test_tile_kwargs_per_family():
+    from transformers import Idefics3ImageProcessorPil, LlavaNextImageProcessorPil
+
+    idefics = Idefics3ImageProcessorPil(
+        size={"longest_edge": 1536}, max_image_size={"longest_edge": 384}
+    )
+    assert tile_kwargs("idefics3", 4, idefics) == {"size": {"longest_edge": 768}}
+    assert tile_kwargs("smolvlm", 100, idefics) == {"size": {"longest_edge": 1536}}
+    assert tile_kwargs("idefics3", 0, idefics) == {"do_image_splitting": False}
+    # LLaVA-NeXT's hub setting: 336 px tiles, grids 1x2, 2x1, 2x2, 3x1, 1x3
+    nxt = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
+    )
+    assert tile_kwargs("llava_next", 2, nxt) == {"image_grid_pinpoints": [[336, 672], [672, 336]]}
+    assert tile_kwargs("llava_onevision", 1, nxt) == {"image_grid_pinpoints": [[336, 336]]}
+    assert tile_kwargs("paligemma", 1, nxt) == {}
+
+
+@pytest.mark.parametrize("family", ["idefics3", "llava_onevision"])
+def test_truncation_never_cuts_into_an_image_block(saved, h, family):
+    from generalist.errors import DataError
+
+    bundle = tiny.bundle(saved[family])
+    ex = tiny.example(h, 0, "blue", (40, 40))  # "Instructions: ... Given <image>. Q: ..."
+    full = Collator(bundle, 512).encode(ex)
+    first = "<fake_token_around_image>" if family in TILED else "<image>"
+    start = full.input_ids.index(bundle.tokenizer.convert_tokens_to_ids(first))
+    keep = 1 if full.input_ids[0] == bundle.tokenizer.bos_token_id else 0
+    fits = Collator(bundle, full.length - start + keep).encode(ex)
+    assert fits.input_ids[keep:] == full.input_ids[start:]
+    with pytest.raises(DataError, match="would cut an image"):
+        Collator(bundle, full.length - start + keep - 1).encode(ex)
+
+
+def test_onevision_multi_image_examples_are_not_tiled(saved, h):
+    """LLaVA-OneVision tiles an example's image only when it is the example's only image."""
+    bundle = tiny.bundle(saved["llava_onevision"])
+    two = replace(
+        h.image_example(0, color="blue"),
+        prompt="Given <image> and <image>. Q: what color is the shape?\nA:",
+        images=(tiny.png("blue", (40, 40)), tiny.png("red", (64, 32))),
+    )
+    batch = Collator(bundle, 512)([two, tiny.example(h, 1, "red", (40, 40))])
+    assert batch["batch_num_images"].tolist() == [2, 1]
+    image_id = bundle.image_token_id
+    assert int((batch["input_ids"][0] == image_id).sum()) == 2 * (4 + 1)  # 4 + newline each
+    ref = bundle.processor(text=[two.prompt], images=[tiny.pil(two)])
+    assert batch["input_ids"][0, : len(ref["input_ids"][0])].tolist() == list(ref["input_ids"][0])
+    with torch.no_grad():
+        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
