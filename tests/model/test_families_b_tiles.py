@@ -128,3 +128,19 @@ def test_onevision_multi_image_examples_are_not_tiled(saved, h):
     assert batch["input_ids"][0, : len(ref["input_ids"][0])].tolist() == list(ref["input_ids"][0])
     with torch.no_grad():
         assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
+
+
+@pytest.mark.parametrize("family", ["idefics3", "llava_next"])
+def test_flops_count_the_tiles_the_tower_runs(saved, h, family):
+    """MFU's vision work: the real tiles only (the processor's all-zero padding tiles are
+    dropped by the model), each its patches (+ CLS for LLaVA-NeXT's CLIP)."""
+    from generalist.train.flops import vision_positions
+
+    bundle = tiny.bundle(saved[family])
+    rows = [tiny.example(h, 0, "blue", (64, 64)), tiny.example(h, 1, "red", (64, 32))]
+    batch = Collator(bundle, 512)(rows)
+    per_image, cls = vision_positions(bundle.base_model.config, batch)
+    # Idefics3: 2x2 + whole, 2x1 + whole of 16 patches; NeXT: whole + 2x2, whole + 1x2 of 4 + 1
+    want = [16] * (5 + 3) if family in TILED else [5] * (5 + 3)
+    assert (per_image, cls) == (want, 0 if family in TILED else 1)
+    assert batch["pixel_values"].shape[:2] == (2, 5)  # 2 padding tiles there, not counted
