@@ -34,7 +34,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
-from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_tiled
+from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_images
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
@@ -42,8 +42,16 @@ from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
 
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
-    *("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids"),
-    *("pixel_values", "image_sizes", "image_grid_thw", "pixel_attention_mask", "batch_num_images"),
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_sizes",
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "batch_num_images",
 )
 
 
@@ -133,9 +141,7 @@ class Collator:
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
-            flat = [img for i in rich for img in images[i]]
-            if self.layout.nested_images:  # the processor splits images per prompt itself
-                flat = [images[i] for i in rich]
+            flat = self.layout.processor_images([images[i] for i in rich])
             enc = self.processor(text=[texts[i] for i in rich], images=flat, **kw)
             parts = split_images(enc, [len(images[i]) for i in rich])
             if parts is None:  # an unknown image-output layout: one call per example
@@ -275,11 +281,7 @@ class Collator:
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)
-        if self.layout.nested_images:  # tiles: padded across the batch as the processor does
-            batch.update(join_tiled(self.layout.kind, [r.images for r in rows]))
-        for key in sorted({k for r in rows for k in r.images} - set(batch)):
-            parts = [r.images[key] for r in rows if key in r.images]
-            batch[key] = torch.cat(parts, dim=0)
+        batch.update(join_images(self.layout.kind, [r.images for r in rows]))
         batch["task_names"] = [r.task for r in rows]
         batch["example_ids"] = [r.id for r in rows]
         if self.tasks is not None:

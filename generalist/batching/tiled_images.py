@@ -109,6 +109,17 @@ def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def join_images(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch's image tensors from its rows' (Encoded.images): tiles padded as the family's
+    processor pads them, any other key concatenated along dim 0 in row order."""
+    import torch
+
+    out = join_tiled(kind, rows) if kind in ("tiled", "anyres") else {}
+    for key in sorted({k for r in rows for k in r} - set(out)):
+        out[key] = torch.cat([r[key] for r in rows if key in r], dim=0)
+    return out
+
+
 def dummy_kwargs(kind: str) -> dict[str, Any]:
     """Processor settings of the blank dummy image: one tile (Idefics3: no splitting)."""
     return {"do_image_splitting": False} if kind == "tiled" else {}

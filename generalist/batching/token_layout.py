@@ -50,9 +50,8 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    kind: str = (
-        "default"  # "default" | "blip2" | "paligemma" | "mrope" | "tiled" | "anyres" | "text"
-    )
+    # "default" | "blip2" | "paligemma" | "mrope" | "tiled" | "anyres" | "text"
+    kind: str = "default"
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
 
@@ -80,6 +79,10 @@ class TokenLayout:
     def nested_images(self) -> bool:
         """Images go to the processor as one list per example (Idefics3, SmolVLM, OneVision)."""
         return self.kind in ("tiled", "anyres")
+
+    def processor_images(self, per_example: list[list[Any]]) -> list[Any]:
+        """The images argument of one processor call: flat, or one list per example."""
+        return per_example if self.nested_images else [i for ims in per_example for i in ims]
 
     def prompt_text(self, prompt: str, n_images: int) -> str:
         """The text handed to the processor for a prompt with `n_images` "<image>" markers."""
