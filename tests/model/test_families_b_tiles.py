@@ -144,3 +144,32 @@ def test_flops_count_the_tiles_the_tower_runs(saved, h, family):
     want = [16] * (5 + 3) if family in TILED else [5] * (5 + 3)
     assert (per_image, cls) == (want, 0 if family in TILED else 1)
     assert batch["pixel_values"].shape[:2] == (2, 5)  # 2 padding tiles there, not counted
+
+
+REAL_IMAGES = {  # (width, height): a square and a wide image, tiles as the published models cut
+    "idefics3": [(500, 500), (800, 200)],  # 4x4 + whole, 4x1 + whole tiles of 364 px
+    "smolvlm": [(500, 500), (800, 200)],  # 4x4 + whole, 4x1 + whole tiles of 512 px
+    "llava_next": [(500, 500), (800, 200)],  # whole + 2x2, whole + 1x3 tiles of 336 px
+    "llava_onevision": [(1536, 1152), (800, 200)],  # whole + 3x4 (pooled: anyres_max_9), 1x3
+}
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_published_tile_geometry_token_counts_are_the_models(h, tmp_path, family):
+    """At the published models' tile, patch and grid sizes (a narrow tower and LM), our batch
+    of a square image, a text-only row (dummy) and a wide image holds exactly as many image
+    tokens per image as the model computes features (it raises otherwise)."""
+    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    path = tiny.SAVERS[family](tmp_path / family, corpus, geometry=tiny.REAL_GEOMETRY[family])
+    bundle = tiny.bundle(path)
+    sizes = REAL_IMAGES[family]
+    rows = [tiny.example(h, 0, "blue", sizes[0]), h.text_example()]
+    rows.append(tiny.example(h, 1, "red", sizes[1]))
+    batch = Collator(bundle, 16384)(rows)
+    image_id = bundle.image_token_id
+    counts = [int((batch["input_ids"][r] == image_id).sum()) for r in range(3)]
+    ref = bundle.processor(text=[rows[0].prompt], images=[tiny.pil(rows[0])])
+    assert counts[0] == list(ref["input_ids"][0]).count(image_id) > counts[2] > counts[1]
+    with torch.no_grad():
+        out = bundle.model(**model_inputs(batch))
+    assert torch.isfinite(out.loss)

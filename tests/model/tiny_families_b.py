@@ -29,6 +29,17 @@ IDEFICS_SPECIALS += ["<end_of_utterance>", *ROW_COL]
 LLAMA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]  # anyres grids of 32 px tiles
+# tiles, patches, pixel shuffle, longest edge, grids: the tiny ones, and the published models'
+# (Idefics3-8B, SmolVLM-256M, LLaVA-NeXT (1.6), LLaVA-OneVision: tests/model/test_families_b_tiles)
+TINY_GEOMETRY = {"tile": 32, "patch": 8, "scale": 2, "longest": 64}
+TINY_ANYRES = {"tile": 32, "patch": 16, "pinpoints": PINPOINTS}
+REAL_GEOMETRY = {
+    "idefics3": {"tile": 364, "patch": 14, "scale": 2, "longest": 4 * 364},
+    "smolvlm": {"tile": 512, "patch": 16, "scale": 4, "longest": 2048},
+    "llava_next": {"tile": 336, "patch": 14, "pinpoints": [[336, 672], [672, 336], [672, 672]]},
+    "llava_onevision": {"tile": 384, "patch": 14, "pinpoints": None},  # its 36 grids
+}
+REAL_GEOMETRY["llava_next"]["pinpoints"] += [[1008, 336], [336, 1008]]
 FAMILIES = ("idefics3", "smolvlm", "llava_next", "llava_onevision")
 TILED = {"idefics3", "smolvlm"}  # the others: anyres
 TEXT = {
@@ -71,8 +82,9 @@ def _save(model, tok, root, *parts):
     return root
 
 
-def idefics_parts(corpus, model_type="idefics3"):
-    """(tokenizer, image processor): 32 px tiles from images resized to a 64 px longest edge."""
+def idefics_parts(corpus, model_type="idefics3", geometry=TINY_GEOMETRY):
+    """(tokenizer, image processor): tiles of images resized to a longest edge (tiny: 32 px
+    tiles, 64 px)."""
     from transformers import GPT2Tokenizer, Idefics3ImageProcessorPil, SmolVLMImageProcessorPil
 
     vocab, merges = _byte_level(corpus, IDEFICS_SPECIALS)
@@ -85,13 +97,13 @@ def idefics_parts(corpus, model_type="idefics3"):
         extra_special_tokens=IDEFICS_SPECIALS[1:],
     )
     cls = Idefics3ImageProcessorPil if model_type == "idefics3" else SmolVLMImageProcessorPil
-    images = cls(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
-    return tok, images
+    edges = {"longest_edge": geometry["longest"]}, {"longest_edge": geometry["tile"]}
+    return tok, cls(size=edges[0], max_image_size=edges[1])
 
 
-def save_tiny_idefics3(root, corpus, model_type="idefics3"):
-    """Idefics3Config / SmolVLMConfig: SigLIP-like tower on 32 px tiles of 8 px patches, pixel
-    shuffle by 2: 4 <image> tokens per tile, a Llama text model."""
+def save_tiny_idefics3(root, corpus, model_type="idefics3", geometry=TINY_GEOMETRY):
+    """Idefics3Config / SmolVLMConfig: SigLIP-like tower (tiny: 32 px tiles of 8 px patches,
+    pixel shuffle by 2: 4 <image> tokens per tile), a Llama text model."""
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
@@ -100,7 +112,9 @@ def save_tiny_idefics3(root, corpus, model_type="idefics3"):
         SmolVLMForConditionalGeneration,
     )
 
-    tok, images = idefics_parts(corpus, model_type)
+    tok, images = idefics_parts(corpus, model_type, geometry)
+    tile, patch, scale = geometry["tile"], geometry["patch"], geometry["scale"]
+    seq = (tile // patch) ** 2 // scale**2
     image_id = tok.convert_tokens_to_ids("<image>")
     config_cls, model_cls = (
         (Idefics3Config, Idefics3ForConditionalGeneration)
@@ -108,28 +122,28 @@ def save_tiny_idefics3(root, corpus, model_type="idefics3"):
         else (SmolVLMConfig, SmolVLMForConditionalGeneration)
     )
     config = config_cls(
-        vision_config={**VISION, "patch_size": 8},
+        vision_config={**VISION, "patch_size": patch, "image_size": tile},
         text_config={**_text(tok), "model_type": "llama"},
-        scale_factor=2,
+        scale_factor=scale,
         image_token_id=image_id,
     )
     torch.manual_seed(0)
     model = model_cls(config)
     if model_type == "idefics3":
-        processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=4)
+        processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=seq)
         return _save(model, tok, root, processor)
     _save(model, tok, root, tok, images)
-    settings = {"processor_class": "SmolVLMProcessor", "image_seq_len": 4}
+    settings = {"processor_class": "SmolVLMProcessor", "image_seq_len": seq}
     (root / "processor_config.json").write_text(json.dumps(settings) + "\n")
     return root
 
 
-def save_tiny_smolvlm(root, corpus):
-    return save_tiny_idefics3(root, corpus, "smolvlm")
+def save_tiny_smolvlm(root, corpus, geometry=TINY_GEOMETRY):
+    return save_tiny_idefics3(root, corpus, "smolvlm", geometry)
 
 
-def save_tiny_llava_next(root, corpus):
-    """LlavaNextConfig: CLIP tower on 32 px tiles of 16 px patches (4 tokens a tile, CLS
+def save_tiny_llava_next(root, corpus, geometry=TINY_ANYRES):
+    """LlavaNextConfig: CLIP tower (tiny: 32 px tiles of 16 px patches, 4 tokens a tile, CLS
     dropped), anyres over PINPOINTS, a Llama text model; LlamaTokenizer (byte fallback)."""
     from tokenizers import normalizers, pre_tokenizers
     from transformers import (
@@ -151,23 +165,26 @@ def save_tiny_llava_next(root, corpus):
     )
     tok = LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<pad>")
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tile, patch, grids = geometry["tile"], geometry["patch"], geometry["pinpoints"]
     images = LlavaNextImageProcessorPil(
-        size={"shortest_edge": 32},
-        crop_size={"height": 32, "width": 32},
-        image_grid_pinpoints=PINPOINTS,
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=grids,
     )
     processor = LlavaNextProcessor(
         image_processor=images,
         tokenizer=tok,
-        patch_size=16,
+        patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
     config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(**VISION, patch_size=16, projection_dim=32),
+        vision_config=CLIPVisionConfig(
+            **{**VISION, "image_size": tile}, patch_size=patch, projection_dim=32
+        ),
         text_config={**_text(tok), "model_type": "llama"},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS,
+        image_grid_pinpoints=grids,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
@@ -176,9 +193,9 @@ def save_tiny_llava_next(root, corpus):
     return _save(model, tok, root, processor)
 
 
-def save_tiny_llava_onevision(root, corpus):
-    """LlavaOnevisionConfig: SigLIP tower on 32 px tiles of 16 px patches (4 tokens a tile),
-    anyres over PINPOINTS, a Qwen2 text model; Qwen2Tokenizer."""
+def save_tiny_llava_onevision(root, corpus, geometry=TINY_ANYRES):
+    """LlavaOnevisionConfig: SigLIP tower (tiny: 32 px tiles of 16 px patches, 4 tokens a
+    tile), anyres over PINPOINTS (None: the processor's own), a Qwen2 text model."""
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -191,16 +208,17 @@ def save_tiny_llava_onevision(root, corpus):
     tok = Qwen2Tokenizer(
         vocab=vocab, merges=merges, eos_token="<|im_end|>", extra_special_tokens=QWEN_SPECIALS[1:]
     )
-    images = LlavaOnevisionImageProcessorPil(
-        size={"height": 32, "width": 32}, image_grid_pinpoints=PINPOINTS
-    )
+    tile, patch = geometry["tile"], geometry["patch"]
+    images = LlavaOnevisionImageProcessorPil(size={"height": tile, "width": tile})
+    if geometry["pinpoints"] is not None:
+        images.image_grid_pinpoints = geometry["pinpoints"]
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     config = LlavaOnevisionConfig(
-        vision_config=SiglipVisionConfig(**VISION, patch_size=16),
+        vision_config=SiglipVisionConfig(**{**VISION, "image_size": tile}, patch_size=patch),
         text_config={**_text(tok, bos_token_id=None), "model_type": "qwen2"},
         image_token_index=ids["<image>"],
         video_token_index=ids["<video>"],
-        image_grid_pinpoints=PINPOINTS,
+        image_grid_pinpoints=images.image_grid_pinpoints,
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
     )
@@ -209,7 +227,7 @@ def save_tiny_llava_onevision(root, corpus):
     _save(model, tok, root, tok, images)
     settings = {
         "processor_class": "LlavaOnevisionProcessor",
-        "num_image_tokens": 4,
+        "num_image_tokens": (tile // patch) ** 2,
         "vision_feature_select_strategy": "full",
         "vision_aspect_ratio": "anyres_max_9",
     }
