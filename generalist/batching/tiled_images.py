@@ -14,6 +14,8 @@ settings and the processor settings that cap an image's tiles.
   which the model computes each image's tile count and token count (with image_newline), and
   for OneVision batch_num_images (images per example: an example with several images is not
   tiled). We keep each image's real tiles and pad per batch.
+A real tile is never all zero (normalisation maps black to -mean/std), so trailing all-zero
+tiles are exactly the processor's padding.
 """
 
 from __future__ import annotations
