@@ -173,3 +173,25 @@ def test_published_tile_geometry_token_counts_are_the_models(h, tmp_path, family
     with torch.no_grad():
         out = bundle.model(**model_inputs(batch))
     assert torch.isfinite(out.loss)
+
+
+def test_idefics3_multi_image_rows_keep_their_tiles_in_order(saved, h):
+    """Two images in one example, one in the next: each row's tiles in image order, padded to
+    the row with most, as Idefics3Processor batches them."""
+    bundle = tiny.bundle(saved["idefics3"])
+    two = replace(
+        h.image_example(0, color="blue"),
+        prompt="Given <image> and <image>. Q: what color is the shape?\nA:",
+        images=(tiny.png("blue", (64, 32)), tiny.png("red", (32, 64))),
+    )
+    one = tiny.example(h, 1, "red", (40, 40))
+    batch = Collator(bundle, 512)([one, two])
+    ref = bundle.processor(text=[one.prompt, two.prompt], images=[tiny.pil(one), tiny.pil(two)])
+    assert torch.equal(batch["pixel_values"], torch.as_tensor(ref["pixel_values"]))
+    assert torch.equal(batch["pixel_attention_mask"], torch.as_tensor(ref["pixel_attention_mask"]))
+    assert batch["pixel_attention_mask"].flatten(2).any(-1).sum(-1).tolist() == [5, 6]
+    for row in (0, 1):
+        ids = list(ref["input_ids"][row])
+        assert batch["input_ids"][row, : len(ids)].tolist() == ids
+    with torch.no_grad():
+        assert torch.isfinite(bundle.model(**model_inputs(batch)).loss)
