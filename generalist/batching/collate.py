@@ -7,9 +7,11 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
 
 How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
 mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL / Qwen2.5-VL /
-Qwen3-VL, Gemma 3, Mllama) is generalist.batching.token_layout's job; Mllama's tiled images
-and cross-attention mask are generalist.batching.mllama_inputs'. Images are decoded and capped
-(model.max_pixels, model.max_tiles) by generalist.batching.image_caps before the processor.
+Qwen3-VL, Gemma 3, Mllama, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision) is
+generalist.batching.token_layout's job; Mllama's tiled images and cross-attention mask are
+generalist.batching.mllama_inputs', the other tiling families' tensors
+generalist.batching.tiled_images'. Images are decoded and capped (model.max_pixels,
+model.max_tiles) by generalist.batching.image_caps before the processor.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
@@ -37,6 +39,7 @@ from typing import Any, Literal
 from generalist.batching.image_caps import cap_pixels, decode_images, processor_kwargs
 from generalist.batching.mllama_inputs import as_padding, batch_images, widen_tiles
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
+from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_images
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
@@ -85,11 +88,11 @@ class Collator:
     def _images(self, example: Example) -> list[Any]:
         return decode_images(example, self.max_pixels)  # capped at model.max_pixels
 
-    def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
-        return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
+    def _process(self, text: str, images: list[Any], **kw: Any) -> tuple[list[int], dict]:
+        return self._process_many([text], [images], **kw)[0]  # one prompt: (ids, image tensors)
 
     def _process_many(
-        self, texts: list[str], images: list[list[Any]]
+        self, texts: list[str], images: list[list[Any]], **kw: Any
     ) -> list[tuple[list[int], dict[str, Any]]]:
         """Prompts through the processor, one call per kind (with / without images)."""
         if self.text_only:
@@ -104,19 +107,16 @@ class Collator:
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
-            flat: list[Any] = [img for i in rich for img in images[i]]
-            if self.layout.nested_images:  # a list of images per prompt (Gemma 3, Mllama)
-                flat = [images[i] for i in rich]
-            enc = self.processor(text=[texts[i] for i in rich], images=flat, **self.image_kwargs)
+            flat = self.layout.processor_images([images[i] for i in rich])
+            kw = {**self.image_kwargs, **kw}
+            enc = self.processor(text=[texts[i] for i in rich], images=flat, **kw)
             parts = split_images(enc, [len(images[i]) for i in rich])
             if parts is not None and self.model_tiles:  # Mllama under model.max_tiles
                 cap = self.image_kwargs["max_image_tiles"]
                 parts = [widen_tiles(p, cap, self.model_tiles) for p in parts]
             if parts is None:  # an unknown image-output layout: one call per example
                 for i in rich:
-                    one = self.processor(
-                        text=texts[i], images=images[i], return_tensors="pt", **self.image_kwargs
-                    )
+                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt", **kw)
                     extra = {k: v for k, v in one.items() if k not in TEXT_KEYS}
                     out[i] = (one["input_ids"][0].tolist(), extra)
                 return out
@@ -127,10 +127,9 @@ class Collator:
     def dummy_block(self) -> tuple[list[int], dict[str, Any]]:
         """(token ids, image tensors) of a blank image as the processor expands it."""
         if self._dummy is None:
-            from PIL import Image
-
-            blank = cap_pixels(Image.new("RGB", (32, 32)), self.max_pixels)
-            ids, extra = self._process(self.layout.dummy_text(), [blank])
+            blank = cap_pixels(dummy_image(self.layout.kind), self.max_pixels)
+            kw = dummy_kwargs(self.layout.kind)  # Idefics3: one tile
+            ids, extra = self._process(self.layout.dummy_text(), [blank], **kw)
             if self.layout.kind == "mllama":  # no token; the processor's padding image
                 ids, extra = [], as_padding(extra)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
@@ -266,12 +265,12 @@ class Collator:
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)
+        images = [r.images for r in rows]
         if self.layout.kind == "mllama":  # [batch, images, tiles, ...] + cross-attention mask
             image_id = int(self.bundle.image_token_id or 0)
-            batch.update(batch_images([r.images for r in rows], batch["input_ids"], image_id))
-        for key in sorted({k for r in rows for k in r.images} - set(batch)):
-            parts = [r.images[key] for r in rows if key in r.images]
-            batch[key] = torch.cat(parts, dim=0)
+            batch.update(batch_images(images, batch["input_ids"], image_id))
+            images = [{k: v for k, v in im.items() if k not in batch} for im in images]
+        batch.update(join_images(self.layout.kind, images))  # tiles padded as processors pad
         batch["task_names"] = [r.task for r in rows]
         batch["example_ids"] = [r.id for r in rows]
         if self.tasks is not None:

@@ -5,9 +5,11 @@ size: Qwen2-VL-style processors turn pixels into patches (tokens), tiling proces
 and either can make a batch run out of memory. So every image is decoded here and, above
 `max_pixels`, downscaled with its aspect ratio kept before any processor sees it.
 
-`max_tiles` is generic: at most this many tiles per image, for the families that tile; each
-such family maps it to its processor's own keyword (TILE_KWARGS, by model_type). Families whose
-model needs a fixed tile count (Mllama) widen the tensors back in their own module.
+`max_tiles` is generic: at most this many tiles per image, for the families that tile. Mllama
+maps it to its processor's keyword (TILE_KWARGS) and widens the tensors back to the model's own
+tile count (generalist.batching.mllama_inputs); Idefics3 / SmolVLM and LLaVA-NeXT / OneVision
+get image-processor settings (and, for the anyres grids, the model config's grids, which the
+model reads) from generalist.batching.tiled_images.cap_tiles.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import math
 from typing import Any
 
+from generalist.batching.tiled_images import ANYRES_TYPES, TILED_TYPES, cap_tiles
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
@@ -79,6 +82,10 @@ def processor_kwargs(bundle: ModelBundle, kind: str) -> tuple[dict, int | None]:
     config = getattr(bundle.base_model, "config", None)
     model_type = str(getattr(config, "model_type", ""))
     max_tiles = getattr(bundle.config, "max_tiles", None)
+    if model_type in TILED_TYPES | ANYRES_TYPES:
+        if max_tiles is not None:  # settings on the processor (and grids in the model config)
+            cap_tiles(bundle.base_model, bundle.processor, max_tiles)
+        return {}, None
     fixed = getattr(getattr(config, "vision_config", None), "max_num_tiles", None)
     fixed = int(fixed) if kind == "mllama" and fixed else None
     kwargs = tile_kwargs(model_type, max_tiles, fixed)

@@ -17,6 +17,7 @@ MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processo
     "aspect_ratio_ids",
     "aspect_ratio_mask",
     "cross_attention_mask",
+    "batch_num_images",
 )
 
 

@@ -28,6 +28,11 @@ batch layout (masking, truncation, dummy images, padding) is the same for every 
   image's tiles by cross-attention); pixel tensors are per example [images, tiles, ...] and the
   cross-attention mask is built per token at padding time (generalist.batching.mllama_inputs).
   The dummy image of a text-only row has no token and no token attends it.
+  vision tower runs on the real ones anyway).
+- tiled (Idefics3, SmolVLM) and anyres (LLaVA-NeXT, LLaVA-OneVision): a marker is the
+  processor's "<image>", which it expands by the image's tiles; images go to the processor per
+  example (nested lists); the tensors are split and padded by generalist.batching.tiled_images.
+  Truncation never cuts a tiled image block's frame tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ from typing import Any
 
 from generalist.batching import mllama_inputs
 from generalist.batching.mllama_inputs import is_mllama_output
+from generalist.batching.tiled_images import (
+    ANYRES_TYPES,
+    TILED_TYPES,
+    split_tiled,
+    tiled_protected_ids,
+)
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.bundle import ModelBundle
 
@@ -51,17 +62,18 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    kind: str = (
-        "default"  # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "text"
-    )
+    # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "tiled" | "anyres"
+    # | "text"
+    kind: str = "default"
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
     soft_token_id: int | None = None  # gemma3: the image token the processor expands to
 
     @property
     def nested_images(self) -> bool:
-        """The processor takes one list of images per prompt, not one flat list."""
-        return self.kind in ("gemma3", "mllama")
+        """The processor takes one list of images per prompt, not one flat list (Gemma 3,
+        Mllama, Idefics3, SmolVLM, LLaVA-NeXT / OneVision)."""
+        return self.kind in ("gemma3", "mllama", "tiled", "anyres")
 
     @property
     def image_token_types(self) -> bool:
@@ -87,6 +99,10 @@ class TokenLayout:
     def dummy_only_without_images(self) -> bool:
         """A dummy image may not sit in a batch beside real images (M-RoPE grid order)."""
         return self.kind in ("mrope", "mllama")
+
+    def processor_images(self, per_example: list[list[Any]]) -> list[Any]:
+        """The images argument of one processor call: flat, or one list per example."""
+        return per_example if self.nested_images else [i for ims in per_example for i in ims]
 
     def prompt_text(self, prompt: str, n_images: int) -> str:
         """The text handed to the processor for a prompt with `n_images` "<image>" markers."""
@@ -118,10 +134,8 @@ class TokenLayout:
 
     def protected_ids(self, tokenizer: Any) -> set[int]:
         """Token ids that left truncation must never cut (besides the image token itself)."""
-        if self.kind == "gemma3":
-            names = [getattr(tokenizer, "eoi_token", None), getattr(tokenizer, "image_token", None)]
-            ids = {int(tokenizer.convert_tokens_to_ids(t)) for t in names if t}
-            return ids | ({self.soft_token_id} if self.soft_token_id is not None else set())
+        if self.kind == "tiled":
+            return tiled_protected_ids(tokenizer)
         if self.kind != "mrope":
             return set()
         return {int(tokenizer.convert_tokens_to_ids(t)) for t in (VISION_START, VISION_END)}
@@ -143,6 +157,10 @@ def layout_for(bundle: ModelBundle) -> TokenLayout:
         return TokenLayout("gemma3", bundle.image_token, soft_token_id=int(config.image_token_id))
     if model_type == "mllama":
         return TokenLayout("mllama", bundle.image_token)
+    if model_type in TILED_TYPES:
+        return TokenLayout("tiled", bundle.image_token)
+    if model_type in ANYRES_TYPES:
+        return TokenLayout("anyres", bundle.image_token)
     return TokenLayout("default", bundle.image_token)
 
 
@@ -150,14 +168,17 @@ def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     """Per-example image tensors from one batched processor call with `counts` images each.
 
     pixel_values rows are one per image (LLaVA, PaliGemma) or, with image_grid_thw, the
-    image's patches (Qwen2-VL: grid t*h*w rows per image). None for any other output layout:
-    the caller then processes the examples one by one.
+    image's patches (Qwen2-VL: grid t*h*w rows per image); tiles (Idefics3, LLaVA-NeXT, ...) are
+    generalist.batching.tiled_images's. None for any other output layout: the caller then
+    processes the examples one by one.
     """
     import torch
 
     keys = set(enc) - TEXT_KEYS - {"cross_attention_mask"}
     if is_mllama_output(keys):  # [batch, images, tiles, ...]: rebuilt per batch
         return mllama_inputs.split(enc, counts)
+    if "pixel_attention_mask" in keys or "image_sizes" in keys:
+        return split_tiled(enc, counts)
     pixels = enc["pixel_values"]
     if isinstance(pixels, (list, tuple)):  # one array per image (no return_tensors)
         pixels = torch.stack([torch.as_tensor(p) for p in pixels])

@@ -113,7 +113,8 @@ class ModelConfig(BaseModel):
         None,
         ge=1,
         description="at most this many tiles per image, where the family tiles its images "
-        "(Llama 3.2 Vision: max_image_tiles); an error for a family that does not tile",
+        "(Llama 3.2 Vision, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision); an error for a family "
+        "that does not tile",
     )
     # GPU settings (generalist.model.kernels checks and applies them; errors name the key)
     attn_implementation: AttnImplementation = Field(

@@ -28,9 +28,10 @@ from generalist.model.config import LoraSettings, ModelConfig
 
 # Module-name fragments of the vision tower / language model across HF VLM families.
 VISION_PARTS = ("vision_tower", "vision_model", "visual", "vision_encoder")
-LANGUAGE_PARTS = ("language_model", "lm_head")
+LANGUAGE_PARTS = ("language_model", "text_model", "lm_head")  # text_model: Idefics3, SmolVLM
 PROJECTOR_BY_FAMILY = {"blip2": ["language_projection"]}
 DEFAULT_MODULES_TO_SAVE = ["multi_modal_projector"]
+PROJECTORS = ("multi_modal_projector", "connector")  # connector: Idefics3, SmolVLM
 
 
 def unwrap(model: Any) -> Any:
@@ -64,9 +65,9 @@ def configure_trainable(
 
 def _modules_to_save(model: Any, lora_cfg: LoraSettings, family: str) -> list[str]:
     wanted = list(lora_cfg.modules_to_save)
-    if wanted == DEFAULT_MODULES_TO_SAVE:
-        wanted = PROJECTOR_BY_FAMILY.get(family, wanted)
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    if wanted == DEFAULT_MODULES_TO_SAVE:
+        wanted = PROJECTOR_BY_FAMILY.get(family, [p for p in PROJECTORS if p in names][:1])
     missing = [m for m in wanted if m not in names]
     if missing and lora_cfg.modules_to_save != DEFAULT_MODULES_TO_SAVE:
         raise ConfigError(f"lora.modules_to_save: no module named {missing} in this {family} model")
@@ -93,7 +94,7 @@ def target_pattern(model: Any, lora_cfg: LoraSettings, family: str) -> str | lis
     if family == "causal_lm" or not lora_cfg.language_model_only:
         return targets
     names = "|".join(re.escape(t) for t in targets)
-    return rf".*language_model.*\.({names})"
+    return rf".*(language_model|text_model).*\.({names})"
 
 
 def apply_lora(model: Any, lora_cfg: LoraSettings, family: str) -> Any:

@@ -14,6 +14,7 @@ from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
 from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
+from generalist.model.videoless_processor import load_videoless, needs_videoless
 
 
 def _load(what: str, key: str, fn: Any, src: str) -> Any:
@@ -31,7 +32,8 @@ def _load(what: str, key: str, fn: Any, src: str) -> Any:
 
 
 def detect_family(src: str, key: str = "model.name_or_path") -> str:
-    """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, Gemma 3, ...) or
+    """'llava', 'blip2', 'image_text_to_text' (other VLMs: PaliGemma, Qwen2-VL, Idefics3,
+    SmolVLM, LLaVA-NeXT / OneVision: model_type llava_next / llava_onevision, not llava) or
     'causal_lm', from the config. generalist.batching.token_layout adapts to each VLM's
     model_type."""
     from transformers import AutoConfig
@@ -57,7 +59,8 @@ def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> A
 def load_processor(src: str, family: str, key: str = "model.name_or_path") -> Any:
     """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos).
 
-    A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there). A local
+    A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there), a
+    SmolVLM / LLaVA-OneVision one its own class without a video processor. A local
     model dir saved without its processor is a ConfigError saying so and how to save one.
     """
     from transformers import AutoProcessor, AutoTokenizer
@@ -70,6 +73,8 @@ def load_processor(src: str, family: str, key: str = "model.name_or_path") -> An
             return tok
         if needs_fallback(src):
             return _load("the processor", key, MRopeProcessor.from_pretrained, src)
+        if needs_videoless(src):  # SmolVLM, LLaVA-OneVision without torchvision
+            return _load("the processor", key, load_videoless, src)
         return _load("the processor", key, AutoProcessor.from_pretrained, src)
     except ConfigError:
         missing = _missing_processor_files(src, family)

@@ -201,12 +201,15 @@ def vision_positions(config: Any, batch: Mapping[str, Any]) -> tuple[list[int], 
         side = int(vision.patch_size)
         per_tile = (pixels.shape[-2] // side) * (pixels.shape[-1] // side) + 1  # + CLS
         return [tiles * per_tile] * int(rows * images), int(tiles)
-    if pixels is None or vision is None or pixels.ndim != 4:
+    if pixels is None or vision is None or pixels.ndim not in (4, 5):
         return [], 0
     patch = int(vision.patch_size)
     cls = 1 if vision.model_type in ("clip_vision_model", "blip_2_vision_model") else 0
     per = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch) + cls
-    return [per] * int(pixels.shape[0]), cls
+    # tiles (Idefics3, LLaVA-NeXT: [rows or images, tiles, 3, H, W]): the all-zero padding
+    # tiles never reach the tower
+    n = pixels.shape[0] if pixels.ndim == 4 else pixels.flatten(2).ne(0).any(-1).sum()
+    return [per] * int(n), cls
 
 
 def add_work(total: dict[str, PartTokens], more: Mapping[str, PartTokens]) -> None:

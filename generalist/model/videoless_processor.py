@@ -1,0 +1,114 @@
+"""SmolVLM's and LLaVA-OneVision's processors where transformers cannot build them.
+
+Both processors always hold a video processor, and transformers 5.x video processors need
+torchvision, even when only images are used (as Qwen2-VL's, see qwen2_vl_processor). Without a
+usable torchvision `load_videoless` builds the checkpoint's own processor class with its own
+image processor (PIL backend), tokenizer and processor_config.json settings, and no video
+processor: images and text go through the real class's code, videos raise. SmolVLM's processor
+also refuses to start without `num2words`, which only its video prompts use; a stand-in that
+raises when called takes its place. `save_pretrained` writes the tokenizer, the image processor,
+the processor_config.json and the chat template, so transformers with torchvision loads the
+real processor from the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from generalist.model.qwen2_vl_processor import processor_class
+
+VIDEO_HOLDING = {"SmolVLMProcessor", "LlavaOnevisionProcessor"}
+NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwargs"}
+
+
+def needs_videoless(src: str | os.PathLike[str]) -> bool:
+    """True when `src` holds SmolVLM's or LLaVA-OneVision's processor and torchvision is out."""
+    from transformers.utils import is_torchvision_available
+
+    return processor_class(src) in VIDEO_HOLDING and not is_torchvision_available()
+
+
+def _file(src: str | os.PathLike[str], name: str) -> Path | None:
+    """A file of a local checkpoint dir, or of a hub id where transformers caches it."""
+    from transformers.utils import cached_file
+
+    if Path(src).is_dir():
+        path = Path(src) / name
+        return path if path.is_file() else None
+    try:
+        found = cached_file(str(src), name, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return None
+    return Path(found) if found else None
+
+
+def _settings(src: str | os.PathLike[str], cls: type) -> dict[str, Any]:
+    """processor_config.json's settings that the class takes (its __init__ parameters), and
+    the chat template (in that file, or chat_template.jinja / .json beside it)."""
+    import inspect
+
+    path = _file(src, "processor_config.json")
+    data = json.loads(path.read_text()) if path else {}
+    takes = set(inspect.signature(cls.__init__).parameters) - NOT_SETTINGS
+    out = {k: v for k, v in data.items() if k in takes}
+    jinja, as_json = _file(src, "chat_template.jinja"), _file(src, "chat_template.json")
+    if jinja:
+        out["chat_template"] = jinja.read_text()
+    elif as_json:
+        out["chat_template"] = json.loads(as_json.read_text()).get("chat_template")
+    return out
+
+
+def _no_num2words(*args: Any, **kwargs: Any) -> str:
+    raise ImportError("SmolVLM video prompts need `num2words` (pip install num2words)")
+
+
+def videoless_class(name: str) -> type:
+    """The processor class `name` accepting no video processor (its own name and code)."""
+    import transformers
+
+    base = getattr(transformers, name)
+    if name == "SmolVLMProcessor":
+        from transformers.models.smolvlm import processing_smolvlm
+
+        if not processing_smolvlm.num2words:
+            processing_smolvlm.num2words = _no_num2words
+
+    def check(self: Any, argument_name: str, argument: Any) -> Any:
+        if argument is None and argument_name == "video_processor":
+            return None
+        return base.check_argument_for_proper_class(self, argument_name, argument)
+
+    def save_pretrained(self: Any, save_directory: Any, **kwargs: Any) -> None:
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(out)
+        self.image_processor.save_pretrained(out)
+        settings = {"processor_class": name, **_own_settings(self)}
+        (out / "processor_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        if isinstance(self.chat_template, str):
+            (out / "chat_template.jinja").write_text(self.chat_template)
+
+    attrs = {"check_argument_for_proper_class": check, "save_pretrained": save_pretrained}
+    return type(name, (base,), {**attrs, "__module__": __name__})
+
+
+def _own_settings(processor: Any) -> dict[str, Any]:
+    keys = ("image_seq_len", "num_image_tokens", "vision_feature_select_strategy")
+    keys += ("vision_aspect_ratio",)
+    return {k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None}
+
+
+def load_videoless(src: str | os.PathLike[str]) -> Any:
+    """The processor at `src` (see the module docstring)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    name = processor_class(src)
+    assert name in VIDEO_HOLDING, name
+    cls = videoless_class(name)
+    image_processor = AutoImageProcessor.from_pretrained(src)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    return cls(image_processor, tokenizer, None, **_settings(src, cls.__mro__[1]))
