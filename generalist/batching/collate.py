@@ -5,9 +5,11 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
-How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
-mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL) is
-generalist.batching.token_layout's job.
+With `model.prompt_format: chat` the prompt is the model's chat template up to the assistant
+turn and the labels its assistant turn through the end-of-turn token (generalist.batching.chat);
+the rest of this layout is the same. How "<image>" markers, the target's spacing and the extra
+per-token ids (token_type_ids, mm_token_type_ids) look for each family (LLaVA, BLIP-2,
+PaliGemma, Qwen2-VL) is generalist.batching.token_layout's job.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
@@ -33,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from generalist.batching.chat import ChatFormat
+from generalist.batching.inputs import MODEL_KEYS, model_inputs, to_device  # noqa: F401 (API)
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
 from generalist.catalog.records import Example
@@ -40,41 +44,13 @@ from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
 
-MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
-    "input_ids",
-    "attention_mask",
-    "labels",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "pixel_values",
-    "image_sizes",
-    "image_grid_thw",
-    "pixel_attention_mask",
-)
-
-
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    """The tensors of a batch that the model's forward takes (drops task names, ids)."""
-    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
-
-
-def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
-    """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
-    (the training or model precision) when given."""
-    out = {}
-    for key, value in model_inputs(batch).items():
-        value = value.to(device, non_blocking=True)
-        if float_dtype is not None and value.is_floating_point():
-            value = value.to(float_dtype)
-        out[key] = value
-    return out
-
 
 class Collator:
     """Callable: list[Example] -> dict(input_ids, attention_mask, labels, pixel_values,
     task_ids, task_names, example_ids). See the module docstring for the layout.
 
     tasks: task names in a fixed order; batch["task_ids"] indexes it (per-task losses).
+    prompt_format: "raw" | "chat"; None means the bundle's (model.prompt_format).
     """
 
     def __init__(
@@ -85,6 +61,7 @@ class Collator:
         dummy_images: Literal["per_example", "per_batch", "off"] = "per_example",
         tasks: Sequence[str] | None = None,
         pad_to_multiple_of: int | None = None,
+        prompt_format: str | None = None,
     ) -> None:
         if max_length < 8:
             raise ConfigError(f"max_length {max_length} is too small (at least 8)")
@@ -104,6 +81,12 @@ class Collator:
         self.seq2seq = bool(bundle.is_encoder_decoder)
         self.layout = layout_for(bundle)  # per-family markers, target spacing, token types
         self._dummy: tuple[list[int], dict[str, Any]] | None = None
+        fmt = prompt_format or getattr(bundle.config, "prompt_format", "raw")
+        self.chat = ChatFormat(bundle) if fmt == "chat" else None
+        # a template that writes bos itself: the tokenizer must not add a second one
+        self._text_kwargs = (
+            {"add_special_tokens": False} if self.chat and self.chat.renders_bos else {}
+        )
 
     # -- encoding -------------------------------------------------------------------------
     def _images(self, example: Example) -> list[Any]:
@@ -124,27 +107,28 @@ class Collator:
         return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
 
     def _process_many(
-        self, texts: list[str], images: list[list[Any]]
+        self, texts: list[str], images: list[list[Any]], kw: dict[str, Any] | None = None
     ) -> list[tuple[list[int], dict[str, Any]]]:
         """Prompts through the processor, one call per kind (with / without images)."""
+        kw = kw or {}
         if self.text_only:
-            return [(list(ids), {}) for ids in self.tokenizer(texts)["input_ids"]]
+            return [(list(ids), {}) for ids in self.tokenizer(texts, **kw)["input_ids"]]
         out: list[Any] = [None] * len(texts)
         plain = [i for i, im in enumerate(images) if not im]
         if plain:
             own = [self.layout.text_only_ids(self.tokenizer, texts[i]) for i in plain]
             if None in own:
-                own = self.processor(text=[texts[i] for i in plain])["input_ids"]
+                own = self.processor(text=[texts[i] for i in plain], **kw)["input_ids"]
             for i, ids in zip(plain, own):
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
         if rich:
             flat = [img for i in rich for img in images[i]]
-            enc = self.processor(text=[texts[i] for i in rich], images=flat)
+            enc = self.processor(text=[texts[i] for i in rich], images=flat, **kw)
             parts = split_images(enc, [len(images[i]) for i in rich])
             if parts is None:  # an unknown image-output layout: one call per example
                 for i in rich:
-                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt")
+                    one = self.processor(text=texts[i], images=images[i], return_tensors="pt", **kw)
                     extra = {k: v for k, v in one.items() if k not in TEXT_KEYS}
                     out[i] = (one["input_ids"][0].tolist(), extra)
                 return out
@@ -162,8 +146,13 @@ class Collator:
         return self._dummy
 
     def target_ids(self, target: str) -> list[int]:
-        """The target's tokens (after a space) followed by eos: what the labels hold."""
+        """The target's tokens (after a space) followed by eos: what the raw format's labels
+        hold (chat: ChatFormat.target_ids)."""
         return self._target_ids([target])[0]
+
+    def stop_ids(self) -> list[int]:
+        """Token ids generation stops at: eos, and the chat template's end-of-turn token."""
+        return self.chat.stop_ids() if self.chat is not None else [self.eos_id]
 
     def _target_ids(self, targets: list[str]) -> list[list[int]]:
         prefix = self.layout.target_prefix  # PaliGemma: no space after its prompt's "\n"
@@ -183,6 +172,8 @@ class Collator:
             )
         if self.layout.kind == "blip2" and len(example.images) > 1:
             raise DataError(f"{where}: BLIP-2 takes one image per example, not {n_markers}")
+        if self.chat is not None:
+            return self.chat.prompt_text(example)
         return self.layout.prompt_text(example.prompt, n_markers)
 
     def encode(self, example: Example) -> Encoded:
@@ -194,9 +185,12 @@ class Collator:
         if not examples:
             return []
         texts = [self._prompt_text(e) for e in examples]
-        processed = self._process_many(texts, [self._images(e) for e in examples])
+        images = [self._images(e) for e in examples]
+        processed = self._process_many(texts, images, self._text_kwargs)
         if self.for_generation:
             targets: list[list[int]] = [[] for _ in examples]
+        elif self.chat is not None:
+            targets = [self.chat.target_ids(e, e.target) for e in examples]
         else:
             targets = self._target_ids([e.target for e in examples])
         return [self._finish(*args) for args in zip(examples, processed, targets)]

@@ -6,10 +6,13 @@ A predictor is anything with
 so evaluation can be tested with a fake and run with any model. `HFPredictor` implements it for
 a Hugging Face model (a ModelBundle's, or a DeepSpeed engine's `.module`) through our Collator:
 
-- generate: prompt-only batches (left padding), greedy decoding, the new tokens decoded and cut
-  at the first newline (the model would go on with another "Given ..." block otherwise).
-- score_options: for each option the sequence `prompt + " " + option + eos` (exactly what
-  training sees for a correct answer); the score is the summed log-probability of the option's
+Both collators use the bundle's prompt format (`model.prompt_format`, saved with the model dir),
+so evaluation feeds the model the format it trained on.
+
+- generate: prompt-only batches (left padding), greedy decoding until eos (chat: or the
+  template's end-of-turn token), the new tokens decoded and cut at the first newline (the model would go on with another "Given ..." block otherwise).
+- score_options: for each option the sequence `prompt + " " + option + eos` (chat: the option
+  as the assistant turn; exactly what training sees for a correct answer); the score is the summed log-probability of the option's
   tokens and eos under teacher forcing. Picking the best option is decoding constrained to the
   option set (what BiomedGPT does with a trie, done exactly over whole options); softmax over
   the scores gives the class probabilities that macro-AUC needs.
@@ -102,7 +105,7 @@ class HFPredictor:
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self.gen_collator.stop_ids(),  # chat: the end-of-turn token too
                 synced_gpus=self.synced_gpus,
             )
         new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]

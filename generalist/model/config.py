@@ -16,6 +16,7 @@ from generalist.errors import ConfigError
 Family = Literal["auto", "llava", "blip2", "causal_lm", "composed"]
 DTYPES = ("float32", "bfloat16", "float16")
 AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
+PromptFormat = Literal["raw", "chat"]
 
 
 class TinyModelConfig(BaseModel):
@@ -93,6 +94,12 @@ class ModelConfig(BaseModel):
     freeze_vision: bool = Field(True, description="keep the vision tower frozen")
     freeze_language_model: bool = Field(
         False, description="with lora.enabled false: train the projector only (LLaVA stage 1)"
+    )
+    prompt_format: PromptFormat = Field(
+        "raw",
+        description="raw: the Med-PaLM M prompt text; chat: the processor's or tokenizer's own "
+        "chat template (instruction as system turn, target as the assistant turn); saved with "
+        "the model dir, so evaluation uses the format the run trained with",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype the weights are loaded in"

@@ -1,0 +1,34 @@
+"""The tensors of a batch that a model's forward takes, and moving them to a device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_sizes",
+    "image_grid_thw",
+    "pixel_attention_mask",
+)
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a batch that the model's forward takes (drops task names, ids)."""
+    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
+
+
+def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
+    """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
+    (the training or model precision) when given."""
+    out = {}
+    for key, value in model_inputs(batch).items():
+        value = value.to(device, non_blocking=True)
+        if float_dtype is not None and value.is_floating_point():
+            value = value.to(float_dtype)
+        out[key] = value
+    return out
