@@ -162,7 +162,9 @@ class Collator:
     def _prompt_text(self, example: Example) -> str:
         """The prompt with its "<image>" markers checked and mapped to the processor's."""
         where = f"task {example.task!r} example {example.id!r}"
-        n_markers = example.prompt.count(IMAGE_TOKEN)
+        turns = example.turns if self.chat is not None else None
+        text = example.prompt if turns is None else "".join([*sum(turns.shots, ()), turns.question])
+        n_markers = text.count(IMAGE_TOKEN)
         if self.text_only and example.images:
             raise DataError(f"{where} has images but the model is a text-only causal LM")
         if n_markers != len(example.images):
