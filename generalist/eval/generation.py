@@ -10,12 +10,13 @@ Both collators use the bundle's prompt format (`model.prompt_format`, saved with
 so evaluation feeds the model the format it trained on.
 
 - generate: prompt-only batches (left padding), greedy decoding until eos (chat: or the
-  template's end-of-turn token), the new tokens decoded and cut at the first newline (the model would go on with another "Given ..." block otherwise).
+  template's end-of-turn token), the new tokens decoded and cut at the first newline (the
+  model would go on with another "Given ..." block otherwise).
 - score_options: for each option the sequence `prompt + " " + option + eos` (chat: the option
-  as the assistant turn; exactly what training sees for a correct answer); the score is the summed log-probability of the option's
-  tokens and eos under teacher forcing. Picking the best option is decoding constrained to the
-  option set (what BiomedGPT does with a trie, done exactly over whole options); softmax over
-  the scores gives the class probabilities that macro-AUC needs.
+  as the assistant turn; exactly what training sees for a correct answer); the score is the
+  summed log-probability of the option's tokens and eos under teacher forcing. Picking the
+  best option is decoding constrained to the option set (what BiomedGPT does with a trie,
+  done exactly over whole options); softmax over the scores gives the class probabilities that macro-AUC needs.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def test_llava_chat_prompt_and_labels_equal_the_processors_chat_rendering(llava_
 
 def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
     bundle = make_bundle(prompt_format="chat")
-    with pytest.raises(ConfigError, match="model.prompt_format.*no chat template"):
+    with pytest.raises(ConfigError, match=r"model\.prompt_format.*no chat template"):
         Collator(bundle, max_length=64)
     Collator(bundle, max_length=64, prompt_format="raw")  # raw needs none
 
@@ -131,7 +131,7 @@ def test_a_template_that_drops_the_answer_is_a_data_error_naming_the_example(lla
     )
     llava_chat.processor.chat_template = text
     collator = Collator(llava_chat, max_length=256)
-    with pytest.raises(DataError, match="example 'chat-red'.*does not write the target"):
+    with pytest.raises(DataError, match=r"example 'chat-red'.*does not write the target"):
         collator.encode(chat_example(h))
 
 
