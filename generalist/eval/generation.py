@@ -16,7 +16,8 @@ so evaluation feeds the model the format it trained on.
   as the assistant turn; exactly what training sees for a correct answer); the score is the
   summed log-probability of the option's tokens and eos under teacher forcing. Picking the
   best option is decoding constrained to the option set (what BiomedGPT does with a trie,
-  done exactly over whole options); softmax over the scores gives the class probabilities that macro-AUC needs.
+  done exactly over whole options); softmax over the scores gives the class probabilities
+  that macro-AUC needs.
 """
 
 from __future__ import annotations
