@@ -81,10 +81,21 @@ def part_of(name: str, parts: dict[str, tuple[str, ...]]) -> str:
 
 def part_roots(model: Any, part: str, family: str = "") -> list[str]:
     """The outermost module names of `part` in `model` (what peft's modules_to_save takes)."""
+    import torch
+
     parts = parts_of(model, family)
-    names = [n for n, _ in model.named_modules() if n]
-    inside = [n for n in names if part_of(n, parts) == part and _own_fragment(n, parts, part)]
-    return [n for n in inside if not any(n.startswith(f"{o}.") for o in inside if o != n)]
+    modules = dict(model.named_modules())
+    inside = [n for n in modules if n and part_of(n, parts) == part]
+    inside = [n for n in inside if _own_fragment(n, parts, part)]
+    roots = [n for n in inside if not any(n.startswith(f"{o}.") for o in inside if o != n)]
+    out = []
+    for name in roots:  # peft wraps modules, not containers (Qwen3-VL's deepstack mergers)
+        module = modules[name]
+        if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            out += [f"{name}.{child}" for child, _ in module.named_children()]
+        else:
+            out.append(name)
+    return out
 
 
 def _own_fragment(name: str, parts: dict[str, tuple[str, ...]], part: str) -> bool:
