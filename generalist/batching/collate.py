@@ -30,19 +30,48 @@ PaliGemma, Qwen2-VL) is generalist.batching.token_layout's job.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.batching.chat import ChatFormat
-from generalist.batching.inputs import MODEL_KEYS, model_inputs, to_device  # noqa: F401 (API)
+from generalist.batching.images import decode_images
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
+from generalist.batching.truncation import truncate_left
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
+
+MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "pixel_values",
+    "image_sizes",
+    "image_grid_thw",
+    "pixel_attention_mask",
+)
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a batch that the model's forward takes (drops task names, ids)."""
+    return {k: v for k, v in batch.items() if k in MODEL_KEYS}
+
+
+def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
+    """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
+    (the training or model precision) when given."""
+    out = {}
+    for key, value in model_inputs(batch).items():
+        value = value.to(device, non_blocking=True)
+        if float_dtype is not None and value.is_floating_point():
+            value = value.to(float_dtype)
+        out[key] = value
+    return out
 
 
 class Collator:
@@ -90,18 +119,7 @@ class Collator:
 
     # -- encoding -------------------------------------------------------------------------
     def _images(self, example: Example) -> list[Any]:
-        from PIL import Image, UnidentifiedImageError
-
-        out = []
-        for n, data in enumerate(example.images):
-            try:
-                out.append(Image.open(io.BytesIO(data)).convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataError(
-                    f"task {example.task!r} example {example.id!r}: image {n} cannot be decoded "
-                    f"({err}); re-shard the dataset"
-                ) from None
-        return out
+        return decode_images(example)
 
     def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
         return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
@@ -224,26 +242,9 @@ class Collator:
         )
 
     def _truncate(self, prompt: list[int], n_target: int, where: str) -> list[int]:
-        cut = len(prompt) + n_target - self.max_length
-        if cut <= 0:
-            return prompt
         keep = {self.tokenizer.bos_token_id, self.bundle.image_token_id}
-        head = 0  # leading bos / image tokens (BLIP-2, PaliGemma: images first) are never cut
-        while head < len(prompt) and prompt[head] in keep:
-            head += 1
-        if cut > len(prompt) - head - 1:
-            raise DataError(
-                f"{where}: {len(prompt) + n_target} tokens exceed max_length {self.max_length} "
-                f"and cutting the prompt cannot make the target ({n_target} tokens) fit; "
-                "raise max_length"
-            )
         image_ids = {self.bundle.image_token_id, *self.layout.protected_ids(self.tokenizer)}
-        if image_ids & set(prompt[head : head + cut]) - {None}:
-            raise DataError(
-                f"{where}: {len(prompt) + n_target} tokens exceed max_length "
-                f"{self.max_length} and cutting the prompt would cut an image; raise max_length"
-            )
-        return prompt[:head] + prompt[head + cut :]
+        return truncate_left(prompt, n_target, self.max_length, keep, image_ids, where)
 
     # -- padding ---------------------------------------------------------------------------
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
