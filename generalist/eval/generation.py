@@ -68,6 +68,7 @@ class HFPredictor:
     model: the module to call (default bundle.model); pass `engine.module` under DeepSpeed.
     synced_gpus: keep generating until every rank is done (needed under ZeRO-3, where each
         forward is collective); None means "when more than one rank".
+    prompt_format: "raw" | "chat"; None: the bundle's model.prompt_format (saved in its dir).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class HFPredictor:
         max_new_tokens: int = 32,
         model: Any = None,
         synced_gpus: bool | None = None,
+        prompt_format: str | None = None,
     ) -> None:
         self.bundle = bundle
         self.model = model if model is not None else bundle.model
@@ -85,8 +87,11 @@ class HFPredictor:
         # Encoder-decoders (BLIP-2 + T5): the decoder output holds only the answer, and the
         # logits align with the labels without the decoder-only one-token shift.
         self.seq2seq = bool(getattr(bundle, "is_encoder_decoder", False))
-        self.gen_collator = Collator(bundle, max_length=max_length, for_generation=True)
-        self.score_collator = Collator(bundle, max_length=max_length)
+        fmt = prompt_format  # None: the bundle's own (what the run trained with)
+        self.gen_collator = Collator(
+            bundle, max_length=max_length, for_generation=True, prompt_format=fmt
+        )
+        self.score_collator = Collator(bundle, max_length=max_length, prompt_format=fmt)
         if synced_gpus is None:
             import torch.distributed as dist
 
