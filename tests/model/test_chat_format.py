@@ -193,5 +193,6 @@ def test_qwen2_vl_learns_and_generates_in_chat_format_and_the_model_dir_keeps_it
     loaded = load_model_dir(tmp_path / "saved")
     assert loaded.config.prompt_format == "chat"
     again = HFPredictor(loaded, max_length=512, max_new_tokens=4)
-    assert again.gen_collator.chat is not None
+    assert again.gen_collator.chat is not None  # evaluation defaults to the trained format
+    assert HFPredictor(loaded, max_length=512, prompt_format="raw").gen_collator.chat is None
     assert again.generate(examples) == ["red", "blue"]
