@@ -13,11 +13,13 @@ The prompt is the conversation up to the question rendered with add_generation_p
 generation feeds the model); the labelled completion is what the full rendering adds after it, up
 to and including the template's end-of-turn token (Qwen's <|im_end|>, Gemma's <end_of_turn>);
 a template that writes none (LLaVA-1.5's "ASSISTANT: ...") gets the tokenizer's eos, so the model
-learns to stop. Generation stops at the end-of-turn token.
+learns to stop. Generation stops at the end-of-turn token. A conversation too long for
+max_length drops its exemplar turns, oldest first, before the collator cuts the prompt.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from generalist.catalog.records import ChatTurns, Example
@@ -140,6 +142,15 @@ class ChatFormat:
         text = self.completion_text(example, target)
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return ids if self.end_text is not None else [*ids, self.tokenizer.eos_token_id]
+
+    def drop_shot(self, example: Example) -> Example | None:
+        """The example without its first exemplar turn pair (and that exemplar's images); None
+        when it has none. A chat prompt too long for max_length loses exemplars before any cut."""
+        turns = example.turns
+        if turns is None or not turns.shots:
+            return None
+        images = example.images[turns.shots[0][0].count(IMAGE_TOKEN) :]
+        return replace(example, turns=replace(turns, shots=turns.shots[1:]), images=images)
 
     def stop_ids(self) -> list[int]:
         """Token ids generation stops at: the end-of-turn token and eos."""

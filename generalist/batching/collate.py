@@ -5,18 +5,17 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
-With `model.prompt_format: chat` the prompt is the model's chat template up to the assistant
-turn and the labels its assistant turn through the end-of-turn token (generalist.batching.chat);
-the rest of this layout is the same. How "<image>" markers, the target's spacing and the extra
-per-token ids (token_type_ids, mm_token_type_ids) look for each family (LLaVA, BLIP-2,
-PaliGemma, Qwen2-VL) is generalist.batching.token_layout's job.
+`model.prompt_format: chat`: the prompt is the chat template up to the assistant turn, the
+labels that turn through its end token (generalist.batching.chat). How "<image>" markers, the
+target's spacing and the per-token ids (token_type_ids, mm_token_type_ids) look for each family
+is generalist.batching.token_layout's job.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
   exactly as the generation prompt does.
 - Truncation keeps the whole target: the prompt is cut from the LEFT (after bos): the
-  instruction and exemplars go first. A cut that would reach an image's tokens, or a target
-  that does not fit at all, raises DataError naming the example (raise max_length).
+  instruction and exemplars go first (chat: whole exemplar turns first). A cut that would
+  reach an image's tokens, or a target that does not fit, raises DataError (raise max_length).
 - Every example without images gets a dummy blank image (dummy_images="per_example", default;
   "per_batch" adds one only to a batch with no image at all; "off" never): its tokens come
   after the real tokens (training) or before the padding (generation) with attention_mask 0
@@ -118,12 +117,6 @@ class Collator:
         )
 
     # -- encoding -------------------------------------------------------------------------
-    def _images(self, example: Example) -> list[Any]:
-        return decode_images(example)
-
-    def _process(self, text: str, images: list[Any]) -> tuple[list[int], dict[str, Any]]:
-        return self._process_many([text], [images])[0]  # one prompt: (ids, image tensors)
-
     def _process_many(
         self, texts: list[str], images: list[list[Any]], kw: dict[str, Any] | None = None
     ) -> list[tuple[list[int], dict[str, Any]]]:
@@ -159,7 +152,8 @@ class Collator:
         if self._dummy is None:
             from PIL import Image
 
-            ids, extra = self._process(self.layout.dummy_text(), [Image.new("RGB", (32, 32))])
+            blank = [[Image.new("RGB", (32, 32))]]
+            ids, extra = self._process_many([self.layout.dummy_text()], blank)[0]
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy
 
@@ -205,7 +199,7 @@ class Collator:
         if not examples:
             return []
         texts = [self._prompt_text(e) for e in examples]
-        images = [self._images(e) for e in examples]
+        images = [decode_images(e) for e in examples]
         processed = self._process_many(texts, images, self._text_kwargs)
         if self.for_generation:
             targets: list[list[int]] = [[] for _ in examples]
@@ -213,7 +207,20 @@ class Collator:
             targets = [self.chat.target_ids(e, e.target) for e in examples]
         else:
             targets = self._target_ids([e.target for e in examples])
+        if self.chat is not None:  # too long: exemplar turns go first, before any cut
+            fitted = [self._fit(*args) for args in zip(examples, processed, targets)]
+            examples, processed = [f[0] for f in fitted], [f[1] for f in fitted]
         return [self._finish(*args) for args in zip(examples, processed, targets)]
+
+    def _fit(self, example: Example, processed: Any, target: list[int]) -> tuple[Example, Any]:
+        assert self.chat is not None
+        while len(processed[0]) + len(target) > self.max_length:
+            shorter = self.chat.drop_shot(example)
+            if shorter is None:
+                break
+            example, text = shorter, self._prompt_text(shorter)
+            processed = self._process_many([text], [decode_images(example)], self._text_kwargs)[0]
+        return example, processed
 
     def _finish(
         self, example: Example, processed: tuple[list[int], dict[str, Any]], target: list[int]

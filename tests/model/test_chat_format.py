@@ -95,6 +95,15 @@ def test_llava_chat_prompt_and_labels_equal_the_processors_chat_rendering(llava_
     )
 
 
+def test_a_chat_prompt_too_long_drops_exemplar_turns_before_any_cut(llava_chat, h):
+    example, bare = chat_example(h), chat_example(h, shots=False)
+    whole = Collator(llava_chat, max_length=256).encode(example)
+    short = Collator(llava_chat, max_length=256).encode(bare)
+    assert len(whole.input_ids) > len(short.input_ids)
+    fitted = Collator(llava_chat, max_length=len(short.input_ids)).encode(example)
+    assert fitted.input_ids == short.input_ids and fitted.labels == short.labels
+
+
 def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
     bundle = make_bundle(prompt_format="chat")
     with pytest.raises(ConfigError, match=r"model\.prompt_format.*no chat template"):
