@@ -250,3 +250,37 @@ def test_qwen2_vl_chat_zero3_two_ranks_mixed_batches_learn(qwen_chat_dir, tmp_pa
         ).read_text()
     )
     assert saved["model"]["prompt_format"] == "chat"
+
+
+END_OF_TURN = {  # what each stored template writes after an assistant turn (None: nothing)
+    "gemma3": ("<end_of_turn>", "red<end_of_turn>"),
+    "qwen2_vl": ("<|im_end|>", "red<|im_end|>"),
+    "llava": (None, " red"),
+    "llava_onevision": ("<|im_end|>", "red<|im_end|>"),
+    "smolvlm": ("<end_of_utterance>", " red<end_of_utterance>"),
+    "mllama": ("<|eot_id|>", "red<|eot_id|>"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(END_OF_TURN))
+def test_every_stored_template_gives_its_end_of_turn_and_completion(family, make_bundle, h):
+    """Each family's published template through ChatFormat: the system turn reaches the text,
+    the labelled completion is the answer and the template's own end-of-turn token, and the
+    generation prompt is a prefix of the answered conversation."""
+    import types
+
+    bundle = make_bundle()
+    tok = bundle.tokenizer
+    specials = ["<end_of_turn>", "<start_of_turn>", "<|im_end|>", "<|im_start|>"]
+    specials += ["<end_of_utterance>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.chat_template = templates.chat_template(family)
+    fake = types.SimpleNamespace(processor=tok, tokenizer=tok, family="image_text_to_text")
+    chat = ChatFormat(fake)
+    end, completion = END_OF_TURN[family]
+    assert chat.end_text == end and chat.system_role
+    example = chat_example(h)
+    assert chat.completion_text(example, "red") == completion
+    assert INSTRUCTION in chat.prompt_text(example)
+    ids = chat.target_ids(example, "red")
+    assert ids[-1] == (tok.convert_tokens_to_ids(end) if end else tok.eos_token_id)
