@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -284,3 +285,20 @@ def test_every_stored_template_gives_its_end_of_turn_and_completion(family, make
     assert INSTRUCTION in chat.prompt_text(example)
     ids = chat.target_ids(example, "red")
     assert ids[-1] == (tok.convert_tokens_to_ids(end) if end else tok.eos_token_id)
+
+
+def test_render_cli_shows_the_chat_rendering(qwen_chat_dir, capsys):
+    from generalist.cli import main
+
+    assert (
+        main(["render", "easy_vqa_shape", "-n", "1", "--eval", "--chat", str(qwen_chat_dir)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "<|im_start|>system\nYou are a helpful assistant. Classify the shape" in out
+    shot = "<|im_start|>user\nGiven <img>. Q: Which shape is in the image?\nOptions: (A) circle"
+    assert shot in out  # the exemplar: an earlier user turn, its answer the assistant's
+    assert re.search(r"<\|im_start\|>assistant\n(circle|rectangle|triangle)<\|im_end\|>", out)
+    assert "<|vision_start|><|image_pad|><|vision_end|>. Q: Which shape" in out
+    assert re.search(
+        r"<\|im_start\|>assistant\n\[LABELS: (circle|rectangle|triangle)<\|im_end\|>\]", out
+    )
