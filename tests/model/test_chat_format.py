@@ -259,6 +259,7 @@ END_OF_TURN = {  # what each stored template writes after an assistant turn (Non
     "gemma3": ("<end_of_turn>", "red<end_of_turn>"),
     "qwen2_vl": ("<|im_end|>", "red<|im_end|>"),
     "llava": (None, " red"),
+    "llava_next": (None, " red"),  # its "<\\s>" is no token: eos ends the labels
     "llava_onevision": ("<|im_end|>", "red<|im_end|>"),
     "smolvlm": ("<end_of_utterance>", " red<end_of_utterance>"),
     "mllama": ("<|eot_id|>", "red<|eot_id|>"),
