@@ -5,20 +5,18 @@ Sequence layout (training, right padding; generalist.batching.padding pads the r
     [bos] prompt-with-expanded-image-tokens | " " target </s> | dummy image block | <pad> ...
     labels: -100 .............................| target ids, eos | -100 .............| -100
 
-How "<image>" markers, the target's spacing and the extra per-token ids (token_type_ids,
-mm_token_type_ids) look for each family (LLaVA, BLIP-2, PaliGemma, Qwen2-VL / Qwen2.5-VL /
-Qwen3-VL, Gemma 3, Mllama, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision) is
-generalist.batching.token_layout's job; Mllama's tiled images and cross-attention mask are
-generalist.batching.mllama_inputs', the other tiling families' tensors
-generalist.batching.tiled_images'. Images are decoded and capped (model.max_pixels,
-model.max_tiles) by generalist.batching.image_caps before the processor.
+`model.prompt_format: chat`: the prompt is the chat template up to the assistant turn, the
+labels that turn through its end token (generalist.batching.chat). Per family (LLaVA, BLIP-2,
+PaliGemma, Qwen2/2.5/3-VL, Gemma 3, Mllama, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision):
+markers, target spacing and per-token ids are token_layout's; tiled image tensors mllama_inputs'
+and tiled_images'; image caps (model.max_pixels, max_tiles) image_caps'.
 
 - The prompt goes through the HF processor (so "<image>" expands exactly as it says); the
   target is tokenised separately and appended, so the prompt of a training sequence tokenises
   exactly as the generation prompt does.
 - Truncation keeps the whole target: the prompt is cut from the LEFT (after bos): the
-  instruction and exemplars go first. A cut that would reach an image's tokens, or a target
-  that does not fit at all, raises DataError naming the example (raise max_length).
+  instruction and exemplars go first (chat: whole exemplar turns first). A cut that would
+  reach an image's tokens, or a target that does not fit, raises DataError (raise max_length).
 - Every example without images gets a dummy blank image (dummy_images="per_example", default;
   "per_batch" adds one only to a batch with no image at all; "off" never): its tokens come
   after the real tokens (training) or before the padding (generation) with attention_mask 0
@@ -36,11 +34,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from generalist.batching.chat import ChatFormat
 from generalist.batching.image_caps import cap_pixels, decode_images, processor_kwargs
-from generalist.batching.mllama_inputs import as_padding, batch_images, widen_tiles
+from generalist.batching.mllama_inputs import as_padding, widen_tiles
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_images
 from generalist.batching.token_layout import TEXT_KEYS, layout_for, split_images
+from generalist.batching.truncation import truncate_left
 from generalist.catalog.records import Example
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError, DataError
@@ -52,6 +52,7 @@ class Collator:
     task_ids, task_names, example_ids). See the module docstring for the layout.
 
     tasks: task names in a fixed order; batch["task_ids"] indexes it (per-task losses).
+    prompt_format: "raw" | "chat"; None means the bundle's (model.prompt_format).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Collator:
         dummy_images: Literal["per_example", "per_batch", "off"] = "per_example",
         tasks: Sequence[str] | None = None,
         pad_to_multiple_of: int | None = None,
+        prompt_format: str | None = None,
     ) -> None:
         if max_length < 8:
             raise ConfigError(f"max_length {max_length} is too small (at least 8)")
@@ -83,26 +85,33 @@ class Collator:
         self._dummy: tuple[list[int], dict[str, Any]] | None = None
         self.max_pixels = getattr(bundle.config, "max_pixels", None)  # image_caps
         self.image_kwargs, self.model_tiles = processor_kwargs(bundle, self.layout.kind)
+        fmt = prompt_format or getattr(bundle.config, "prompt_format", "raw")
+        self.chat = ChatFormat(bundle) if fmt == "chat" else None
+        # a template that writes bos itself: the tokenizer must not add a second one
+        self._text_kwargs = (
+            {"add_special_tokens": False} if self.chat and self.chat.renders_bos else {}
+        )
 
     # -- encoding -------------------------------------------------------------------------
     def _images(self, example: Example) -> list[Any]:
         return decode_images(example, self.max_pixels)  # capped at model.max_pixels
 
-    def _process(self, text: str, images: list[Any], **kw: Any) -> tuple[list[int], dict]:
-        return self._process_many([text], [images], **kw)[0]  # one prompt: (ids, image tensors)
+    def _process(self, text: str, images: list[Any], kw: dict | None = None) -> tuple[list, dict]:
+        return self._process_many([text], [images], kw)[0]  # one prompt: (ids, image tensors)
 
     def _process_many(
-        self, texts: list[str], images: list[list[Any]], **kw: Any
+        self, texts: list[str], images: list[list[Any]], kw: dict[str, Any] | None = None
     ) -> list[tuple[list[int], dict[str, Any]]]:
         """Prompts through the processor, one call per kind (with / without images)."""
+        kw = kw or {}
         if self.text_only:
-            return [(list(ids), {}) for ids in self.tokenizer(texts)["input_ids"]]
+            return [(list(ids), {}) for ids in self.tokenizer(texts, **kw)["input_ids"]]
         out: list[Any] = [None] * len(texts)
         plain = [i for i, im in enumerate(images) if not im]
         if plain:
             own = [self.layout.text_only_ids(self.tokenizer, texts[i]) for i in plain]
             if None in own:
-                own = self.processor(text=[texts[i] for i in plain])["input_ids"]
+                own = self.processor(text=[texts[i] for i in plain], **kw)["input_ids"]
             for i, ids in zip(plain, own):
                 out[i] = (list(ids), {})
         rich = [i for i, im in enumerate(images) if im]
@@ -129,15 +138,20 @@ class Collator:
         if self._dummy is None:
             blank = cap_pixels(dummy_image(self.layout.kind), self.max_pixels)
             kw = dummy_kwargs(self.layout.kind)  # Idefics3: one tile
-            ids, extra = self._process(self.layout.dummy_text(), [blank], **kw)
+            ids, extra = self._process(self.layout.dummy_text(), [blank], kw)
             if self.layout.kind == "mllama":  # no token; the processor's padding image
                 ids, extra = [], as_padding(extra)
             self._dummy = ([i for i in ids if i != self.tokenizer.bos_token_id], extra)
         return self._dummy
 
     def target_ids(self, target: str) -> list[int]:
-        """The target's tokens (after a space) followed by eos: what the labels hold."""
+        """The target's tokens (after a space) followed by eos: what the raw format's labels
+        hold (chat: ChatFormat.target_ids)."""
         return self._target_ids([target])[0]
+
+    def stop_ids(self) -> list[int]:
+        """Token ids generation stops at: eos, and the chat template's end-of-turn token."""
+        return self.chat.stop_ids() if self.chat is not None else [self.eos_id]
 
     def _target_ids(self, targets: list[str]) -> list[list[int]]:
         prefix = self.layout.target_prefix  # PaliGemma: no space after its prompt's "\n"
@@ -147,7 +161,9 @@ class Collator:
     def _prompt_text(self, example: Example) -> str:
         """The prompt with its "<image>" markers checked and mapped to the processor's."""
         where = f"task {example.task!r} example {example.id!r}"
-        n_markers = example.prompt.count(IMAGE_TOKEN)
+        turns = example.turns if self.chat is not None else None
+        text = example.prompt if turns is None else "".join([*sum(turns.shots, ()), turns.question])
+        n_markers = text.count(IMAGE_TOKEN)
         if self.text_only and example.images:
             raise DataError(f"{where} has images but the model is a text-only causal LM")
         if n_markers != len(example.images):
@@ -157,6 +173,8 @@ class Collator:
             )
         if self.layout.kind == "blip2" and len(example.images) > 1:
             raise DataError(f"{where}: BLIP-2 takes one image per example, not {n_markers}")
+        if self.chat is not None:
+            return self.chat.prompt_text(example)
         return self.layout.prompt_text(example.prompt, n_markers)
 
     def encode(self, example: Example) -> Encoded:
@@ -168,12 +186,28 @@ class Collator:
         if not examples:
             return []
         texts = [self._prompt_text(e) for e in examples]
-        processed = self._process_many(texts, [self._images(e) for e in examples])
+        images = [self._images(e) for e in examples]
+        processed = self._process_many(texts, images, self._text_kwargs)
         if self.for_generation:
             targets: list[list[int]] = [[] for _ in examples]
+        elif self.chat is not None:
+            targets = [self.chat.target_ids(e, e.target) for e in examples]
         else:
             targets = self._target_ids([e.target for e in examples])
+        if self.chat is not None:  # too long: exemplar turns go first, before any cut
+            fitted = [self._fit(*args) for args in zip(examples, processed, targets)]
+            examples, processed = [f[0] for f in fitted], [f[1] for f in fitted]
         return [self._finish(*args) for args in zip(examples, processed, targets)]
+
+    def _fit(self, example: Example, processed: Any, target: list[int]) -> tuple[Example, Any]:
+        assert self.chat is not None
+        while len(processed[0]) + len(target) > self.max_length:
+            shorter = self.chat.drop_shot(example)
+            if shorter is None:
+                break
+            example, text = shorter, self._prompt_text(shorter)
+            processed = self._process_many([text], [self._images(example)], self._text_kwargs)[0]
+        return example, processed
 
     def _finish(
         self, example: Example, processed: tuple[list[int], dict[str, Any]], target: list[int]
@@ -206,26 +240,9 @@ class Collator:
         )
 
     def _truncate(self, prompt: list[int], n_target: int, where: str) -> list[int]:
-        cut = len(prompt) + n_target - self.max_length
-        if cut <= 0:
-            return prompt
         keep = {self.tokenizer.bos_token_id, self.bundle.image_token_id}
-        head = 0  # leading bos / image tokens (BLIP-2, PaliGemma: images first) are never cut
-        while head < len(prompt) and prompt[head] in keep:
-            head += 1
-        if cut > len(prompt) - head - 1:
-            raise DataError(
-                f"{where}: {len(prompt) + n_target} tokens exceed max_length {self.max_length} "
-                f"and cutting the prompt cannot make the target ({n_target} tokens) fit; "
-                "raise max_length"
-            )
         image_ids = {self.bundle.image_token_id, *self.layout.protected_ids(self.tokenizer)}
-        if image_ids & set(prompt[head : head + cut]) - {None}:
-            raise DataError(
-                f"{where}: {len(prompt) + n_target} tokens exceed max_length "
-                f"{self.max_length} and cutting the prompt would cut an image; raise max_length"
-            )
-        return prompt[:head] + prompt[head + cut :]
+        return truncate_left(prompt, n_target, self.max_length, keep, image_ids, where)
 
     # -- padding ---------------------------------------------------------------------------
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
@@ -265,12 +282,9 @@ class Collator:
         if self.layout.mm_token_types:  # 1 on image tokens (0 text): M-RoPE's 3-D positions
             is_image = batch["input_ids"] == self.bundle.image_token_id
             batch["mm_token_type_ids"] = is_image.to(torch.int)
+        image_id = int(self.bundle.image_token_id or 0)  # tiles padded as processors pad
         images = [r.images for r in rows]
-        if self.layout.kind == "mllama":  # [batch, images, tiles, ...] + cross-attention mask
-            image_id = int(self.bundle.image_token_id or 0)
-            batch.update(batch_images(images, batch["input_ids"], image_id))
-            images = [{k: v for k, v in im.items() if k not in batch} for im in images]
-        batch.update(join_images(self.layout.kind, images))  # tiles padded as processors pad
+        batch.update(join_images(self.layout.kind, images, batch["input_ids"], image_id))
         batch["task_names"] = [r.task for r in rows]
         batch["example_ids"] = [r.id for r in rows]
         if self.tasks is not None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from generalist.batching.mllama_inputs import batch_images
+
 TILED_TYPES = {"idefics3", "smolvlm"}
 ANYRES_TYPES = {"llava_next", "llava_onevision"}
 TILED_KEYS = {"pixel_values", "pixel_attention_mask"}
@@ -111,12 +113,19 @@ def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def join_images(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def join_images(
+    kind: str, rows: list[dict[str, Any]], input_ids: Any = None, image_token_id: int = 0
+) -> dict[str, Any]:
     """A batch's image tensors from its rows' (Encoded.images): tiles padded as the family's
-    processor pads them, any other key concatenated along dim 0 in row order."""
+    processor pads them (Mllama: [batch, images, tiles, ...] and the cross-attention mask per
+    token of `input_ids`), any other key concatenated along dim 0 in row order."""
     import torch
 
-    out = join_tiled(kind, rows) if kind in ("tiled", "anyres") else {}
+    if kind == "mllama":
+        out = batch_images(rows, input_ids, image_token_id)
+        rows = [{k: v for k, v in r.items() if k not in out} for r in rows]
+    else:
+        out = join_tiled(kind, rows) if kind in ("tiled", "anyres") else {}
     for key in sorted({k for r in rows for k in r} - set(out)):
         out[key] = torch.cat([r[key] for r in rows if key in r], dim=0)
     return out

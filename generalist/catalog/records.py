@@ -34,7 +34,9 @@ class Example:
 
     The model is trained on `prompt + " " + target`; the prompt ends with "A:". `images` holds
     one image per IMAGE_TOKEN in the prompt, in order. `options` is the answer set for option
-    scoring (classification, multiple choice), empty for free text.
+    scoring (classification, multiple choice), empty for free text. `turns` holds the same
+    prompt in parts for a chat template (generalist.batching.chat); None for examples built by
+    hand, which chat renders as one user turn.
     """
 
     task: str
@@ -46,6 +48,19 @@ class Example:
     template_index: int = 0
     exemplar_ids: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    turns: ChatTurns | None = None
+
+
+@dataclass(frozen=True)
+class ChatTurns:
+    """An Example's prompt in parts, for a chat template: the instruction (a system turn, or
+    the start of the first user turn), exemplars as (question, answer) turn pairs, and the
+    question itself without its "A:" (the assistant turn answers it). The questions carry the
+    same "<image>" markers as `prompt`, in the same order."""
+
+    instruction: str
+    shots: tuple[tuple[str, str], ...]
+    question: str
 
 
 class BadRecord(DataError):

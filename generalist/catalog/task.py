@@ -27,7 +27,7 @@ from typing import Any
 
 from generalist.catalog.loading import load_builtins
 from generalist.catalog.parts import PromptParts
-from generalist.catalog.records import Example, Record
+from generalist.catalog.records import ChatTurns, Example, Record
 from generalist.catalog.registry import Registry
 from generalist.errors import DataError, GeneralistError
 
@@ -142,7 +142,7 @@ class Task:
             raise GeneralistError(
                 f"task {self.name!r} has {len(self.instructions)} templates; no index {template}"
             )
-        blocks, images = [], []
+        blocks, images, shots = [], [], []
         for shot in exemplars:
             if shot.id == record.id:
                 raise GeneralistError(
@@ -151,12 +151,14 @@ class Task:
             marker = IMAGE_TOKEN if self.exemplar_images else IMAGE_PLACEHOLDER
             shot_parts = self.parts_of(shot)
             blocks.append(render_block(shot_parts, len(shot.images), marker, shot_parts.target))
+            shots.append((question_text(blocks[-1]), shot_parts.target))
             if self.exemplar_images:
                 images.extend(shot.images)
         parts = self.parts_of(record)
         blocks.append(render_block(parts, len(record.images), IMAGE_TOKEN, None))
         images.extend(record.images)
         prompt = f"Instructions: {self.instructions[template]}\n" + "\n".join(blocks)
+        turns = ChatTurns(self.instructions[template], tuple(shots), question_text(blocks[-1]))
         return Example(
             task=self.name,
             id=record.id,
@@ -167,11 +169,17 @@ class Task:
             template_index=template,
             exemplar_ids=tuple(s.id for s in exemplars),
             meta=dict(record.meta),
+            turns=turns,
         )
 
 
 def render_options(options: Sequence[str]) -> str:
     return "Options: " + " ".join(f"({OPTION_LETTERS[i]}) {o}" for i, o in enumerate(options))
+
+
+def question_text(block: str) -> str:
+    """A rendered block without its last "A: ..." line: a chat template's user turn."""
+    return block.rsplit("\n", 1)[0]
 
 
 def render_block(parts: PromptParts, n_images: int, marker: str, answer: str | None) -> str:

@@ -6,8 +6,9 @@ overrides after it). DIR is a checkpoint (`<output_dir>/checkpoints/step-N`, its
 `<training run> @ <checkpoint>` (e.g. `lora @ step-80`: never the training run's own name),
 tagged generalist.kind=evaluation, generalist.checkpoint and generalist.evaluated_run (its files
 in --out, default `<checkpoint>/eval`), logged at the checkpoint's step, and are printed one
-line per metric. Clinical report metrics read their weights from `eval.scorers` (checked before
-the model is loaded).
+line per metric. Prompts use the format the checkpoint trained with (`model.prompt_format` in
+its model.json; --prompt-format overrides). Clinical report metrics read their weights from
+`eval.scorers` (checked before the model is loaded).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--prompt-format",
+        choices=("raw", "chat"),
+        help="default: the format the checkpoint trained with (its model.json)",
+    )
     parser.add_argument("--out", type=Path, help="run files (default: <checkpoint>/eval)")
     parser.add_argument("--run-name", help="MLflow run name (default: <training run> @ <step>)")
     parser.add_argument("--no-mlflow", action="store_true", help="metrics.jsonl only")
@@ -83,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if launched:
         dist.init_distributed()
     bundle = load_model_dir(ckpt)
-    predictor = HFPredictor(bundle, cfg.batch.max_length, max_new_tokens=args.max_new_tokens)
+    predictor = HFPredictor(
+        bundle,
+        cfg.batch.max_length,
+        max_new_tokens=args.max_new_tokens,
+        prompt_format=args.prompt_format,
+    )
     tracker = None
     step = checkpoint_step(ckpt)
     if dist.is_main():

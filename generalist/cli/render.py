@@ -1,4 +1,8 @@
-"""`generalist render TASK`: the exact prompts and targets training (or evaluation) would see."""
+"""`generalist render TASK`: the exact prompts and targets training (or evaluation) would see.
+
+--chat MODEL renders them in the chat prompt format (`model.prompt_format: chat`) with MODEL's
+chat template (a local dir or a cached hub id): the prompt up to the assistant turn, then the
+labelled completion in [LABELS: ...] (the answer and the template's end-of-turn token)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from generalist.batching.chat import ChatFormat
 from generalist.catalog.exemplars import ExemplarPool, format_example
 from generalist.catalog.loading import load_catalog
 from generalist.catalog.records import DATASETS, Example, Record
@@ -17,6 +22,7 @@ from generalist.cli.options import (
     parse_dataset_options,
 )
 from generalist.errors import GeneralistError
+from generalist.model.pretrained import load_processor
 from generalist.shards.manifest import read_records
 
 
@@ -33,6 +39,20 @@ def source_records(
             )
         source = dataset.default_source()
     return dataset.records(Path(source), split, options)
+
+
+def chat_format(model: str) -> ChatFormat:
+    """The ChatFormat of a model dir or hub id's processor (its tokenizer for a causal LM)."""
+    import types
+
+    from transformers import AutoConfig
+
+    vlm = hasattr(AutoConfig.from_pretrained(model), "vision_config")
+    family = "image_text_to_text" if vlm else "causal_lm"
+    processor = load_processor(model, family, key="--chat")
+    tokenizer = getattr(processor, "tokenizer", processor)
+    bundle = types.SimpleNamespace(processor=processor, tokenizer=tokenizer, family=family)
+    return ChatFormat(bundle)  # type: ignore[arg-type]  (what ChatFormat reads of a bundle)
 
 
 def render_examples(
@@ -63,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval", action="store_true", help="evaluation formatting (template 0)")
     parser.add_argument("--template", type=int, help="force one instruction paraphrase")
+    parser.add_argument("--chat", metavar="MODEL", help="render with MODEL's chat template")
     add_dataset_option_argument(parser)
     add_import_argument(parser)
     args = parser.parse_args(argv)
@@ -82,11 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = render_examples(
         task, records(split), records("train"), args.count, args.seed, train, args.template
     )
+    chat = chat_format(args.chat) if args.chat else None
     for example in examples:
         print(
             f"===== {task.name} / {example.id} (template {example.template_index}, "
             f"{len(example.images)} image(s), exemplars {list(example.exemplar_ids)}) ====="
         )
+        if chat is not None:
+            print(chat.prompt_text(example), end="")
+            print(f"[LABELS: {chat.completion_text(example, example.target)}]\n")
+            continue
         print(example.prompt, end="")
         print(f" [TARGET: {example.target}]\n")
     if not examples:

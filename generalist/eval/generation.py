@@ -6,13 +6,18 @@ A predictor is anything with
 so evaluation can be tested with a fake and run with any model. `HFPredictor` implements it for
 a Hugging Face model (a ModelBundle's, or a DeepSpeed engine's `.module`) through our Collator:
 
-- generate: prompt-only batches (left padding), greedy decoding, the new tokens decoded and cut
-  at the first newline (the model would go on with another "Given ..." block otherwise).
-- score_options: for each option the sequence `prompt + " " + option + eos` (exactly what
-  training sees for a correct answer); the score is the summed log-probability of the option's
-  tokens and eos under teacher forcing. Picking the best option is decoding constrained to the
-  option set (what BiomedGPT does with a trie, done exactly over whole options); softmax over
-  the scores gives the class probabilities that macro-AUC needs.
+Both collators use the bundle's prompt format (`model.prompt_format`, saved with the model dir),
+so evaluation feeds the model the format it trained on.
+
+- generate: prompt-only batches (left padding), greedy decoding until eos (chat: or the
+  template's end-of-turn token), the new tokens decoded and cut at the first newline (the
+  model would go on with another "Given ..." block otherwise).
+- score_options: for each option the sequence `prompt + " " + option + eos` (chat: the option
+  as the assistant turn; exactly what training sees for a correct answer); the score is the
+  summed log-probability of the option's tokens and eos under teacher forcing. Picking the
+  best option is decoding constrained to the option set (what BiomedGPT does with a trie,
+  done exactly over whole options); softmax over the scores gives the class probabilities
+  that macro-AUC needs.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class HFPredictor:
     model: the module to call (default bundle.model); pass `engine.module` under DeepSpeed.
     synced_gpus: keep generating until every rank is done (needed under ZeRO-3, where each
         forward is collective); None means "when more than one rank".
+    prompt_format: "raw" | "chat"; None: the bundle's model.prompt_format (saved in its dir).
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class HFPredictor:
         max_new_tokens: int = 32,
         model: Any = None,
         synced_gpus: bool | None = None,
+        prompt_format: str | None = None,
     ) -> None:
         self.bundle = bundle
         self.model = model if model is not None else bundle.model
@@ -81,8 +88,11 @@ class HFPredictor:
         # Encoder-decoders (BLIP-2 + T5): the decoder output holds only the answer, and the
         # logits align with the labels without the decoder-only one-token shift.
         self.seq2seq = bool(getattr(bundle, "is_encoder_decoder", False))
-        self.gen_collator = Collator(bundle, max_length=max_length, for_generation=True)
-        self.score_collator = Collator(bundle, max_length=max_length)
+        fmt = prompt_format  # None: the bundle's own (what the run trained with)
+        self.gen_collator = Collator(
+            bundle, max_length=max_length, for_generation=True, prompt_format=fmt
+        )
+        self.score_collator = Collator(bundle, max_length=max_length, prompt_format=fmt)
         if synced_gpus is None:
             import torch.distributed as dist
 
@@ -103,7 +113,7 @@ class HFPredictor:
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self.gen_collator.stop_ids(),  # chat: the end-of-turn token too
                 synced_gpus=self.synced_gpus,
             )
         new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]

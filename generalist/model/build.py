@@ -44,9 +44,10 @@ def build_model(
     import torch
 
     lora_cfg = lora_cfg or LoraSettings()
-    if model_cfg.freeze_language_model and lora_cfg.enabled:
+    if model_cfg.frozen().language_model and lora_cfg.enabled:
         raise ConfigError(
-            "model.freeze_language_model trains the projector only: set lora.enabled: false "
+            "model.freeze.language_model (freeze_language_model) trains the projector only: "
+            "set lora.enabled: false "
             "(with LoRA on, the language model would still be adapted)"
         )
     if model_cfg.tiny is not None:
@@ -63,7 +64,7 @@ def build_model(
     configure_trainable(model, model_cfg, lora_cfg, family)
     with torch.random.fork_rng(devices=[]):  # LoRA A init: the same on every rank and run
         torch.manual_seed(model_cfg.tiny.seed if model_cfg.tiny is not None else 0)
-        model = apply_lora(model, lora_cfg, family)
+        model = apply_lora(model, lora_cfg, family, model_cfg)
     if model_cfg.gradient_checkpointing:
         base = getattr(model, "get_base_model", lambda: model)()
         kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs and ZeRO-3

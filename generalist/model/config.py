@@ -16,6 +16,7 @@ from generalist.errors import ConfigError
 Family = Literal["auto", "llava", "blip2", "causal_lm", "composed"]
 DTYPES = ("float32", "bfloat16", "float16")
 AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
+PromptFormat = Literal["raw", "chat"]
 
 
 class TinyModelConfig(BaseModel):
@@ -65,6 +66,22 @@ class TinyModelConfig(BaseModel):
         return self
 
 
+Part = Literal["vision_tower", "projector", "language_model"]
+
+
+class FreezeConfig(BaseModel):
+    """Which parts keep their weights (generalist.model.parts names each family's modules).
+    With LoRA the language model's own weights are always frozen (LoRA trains beside them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vision_tower: bool = Field(True, description="keep the vision tower frozen")
+    projector: bool = Field(False, description="keep the projector (connector, merger) frozen")
+    language_model: bool = Field(
+        False, description="keep the language model frozen (lora off: projector-only training)"
+    )
+
+
 class ModelConfig(BaseModel):
     """Which model to train. Exactly one of `name_or_path`, `tiny`, or composed parts.
 
@@ -90,9 +107,20 @@ class ModelConfig(BaseModel):
     vision_encoder: str | None = Field(None, description="family composed: the vision encoder")
     language_model: str | None = Field(None, description="family composed: the causal LM")
     projector_hidden_act: str = Field("gelu", description="family composed: projector activation")
-    freeze_vision: bool = Field(True, description="keep the vision tower frozen")
+    freeze: FreezeConfig | None = Field(
+        None,
+        description="frozen parts {vision_tower, projector, language_model}; default: the tower "
+        "(freeze_vision / freeze_language_model are its older spellings)",
+    )
+    freeze_vision: bool = Field(True, description="older spelling of freeze.vision_tower")
     freeze_language_model: bool = Field(
-        False, description="with lora.enabled false: train the projector only (LLaVA stage 1)"
+        False, description="older spelling of freeze.language_model (LLaVA stage 1, lora off)"
+    )
+    prompt_format: PromptFormat = Field(
+        "raw",
+        description="raw: the Med-PaLM M prompt text; chat: the processor's or tokenizer's own "
+        "chat template (instruction as system turn, target as the assistant turn); saved with "
+        "the model dir, so evaluation uses the format the run trained with",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype the weights are loaded in"
@@ -144,6 +172,11 @@ class ModelConfig(BaseModel):
             raise ValueError("give exactly one of model.name_or_path or model.tiny")
         elif self.vision_encoder or self.language_model:
             raise ValueError("model.vision_encoder/language_model need family: composed")
+        if self.freeze is not None and (not self.freeze_vision or self.freeze_language_model):
+            raise ValueError(
+                "give model.freeze or the older model.freeze_vision / freeze_language_model, "
+                "not both"
+            )
         if self.tiny is not None and self.family not in ("auto", self.tiny.architecture):
             raise ValueError(
                 f"model.tiny.architecture is {self.tiny.architecture!r}; family "
@@ -151,13 +184,22 @@ class ModelConfig(BaseModel):
             )
         return self
 
+    def frozen(self) -> FreezeConfig:
+        """The frozen parts: `freeze`, else the older two keys."""
+        if self.freeze is not None:
+            return self.freeze
+        return FreezeConfig(
+            vision_tower=self.freeze_vision, language_model=self.freeze_language_model
+        )
+
 
 class LoraSettings(BaseModel):
     """LoRA through peft. `enabled: false` trains the (unfrozen) base model in full.
 
-    target_modules are module-name suffixes; with language_model_only (default) they match only
-    inside the language model, never the vision tower. modules_to_save are trained in full and
-    saved with the adapter (the projector).
+    target_modules are module-name suffixes, matched inside `target_parts` only (default the
+    language model, never the vision tower; language_model_only false: anywhere).
+    modules_to_save are trained in full and saved with the adapter: module names, or part names
+    ("projector": LLaVA's multi_modal_projector, Qwen's visual.merger, Idefics3's connector).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -170,12 +212,16 @@ class LoraSettings(BaseModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="module-name suffixes that get LoRA",
     )
+    target_parts: list[Part] = Field(
+        default_factory=lambda: ["language_model"],
+        description="parts whose target_modules get LoRA (vision_tower, projector, language_model)",
+    )
     modules_to_save: list[str] = Field(
-        default_factory=lambda: ["multi_modal_projector"],
-        description="modules trained in full and saved with the adapter",
+        default_factory=lambda: ["projector"],
+        description="modules or parts (projector) trained in full and saved with the adapter",
     )
     language_model_only: bool = Field(
-        True, description="target_modules match inside the language model only"
+        True, description="false: target_modules match in every part (ignores target_parts)"
     )
 
     @model_validator(mode="after")

@@ -1,15 +1,15 @@
 """LoRA through peft: which parameters train, wrapping, and saving an adapter that is not empty.
 
-Trainable set:
-- lora.enabled: LoRA on `target_modules` inside the language model only (never the vision
-  tower), plus `modules_to_save` (the projector) trained in full; everything else frozen.
-  `model.freeze_vision: false` additionally trains the vision tower in full.
-- lora.enabled false: the whole model trains, minus the vision tower (freeze_vision) and minus
-  the language model (freeze_language_model: projector-only, LLaVA stage 1).
-
-Per family: LLaVA and PaliGemma train `multi_modal_projector` (modules_to_save), BLIP-2 its
-`language_projection`; Qwen2-VL's projector (the patch merger) lives inside its vision tower
-`visual` and stays frozen with it (`model.freeze_vision: false` trains both).
+Trainable set, by part (generalist.model.parts: vision tower, projector, language model; the
+same names for every family):
+- lora.enabled: LoRA on `target_modules` inside `lora.target_parts` (default the language model,
+  never the vision tower), plus `modules_to_save` trained in full and saved with the adapter
+  (default "projector": LLaVA's multi_modal_projector, BLIP-2's Q-Former and projection, Qwen's
+  patch merger, Idefics3's connector); everything else frozen. A part that `model.freeze`
+  leaves unfrozen and LoRA does not target (the vision tower with freeze.vision_tower false)
+  trains in full too (saved in base/).
+- lora.enabled false: every part trains that `model.freeze` does not freeze (default: all but
+  the vision tower; freeze.language_model true: projector-only, LLaVA stage 1).
 
 `save_adapter` refuses to write an adapter whose LoRA B weights are all zero (never trained, or
 under ZeRO-3 saved without gathering): other tools silently save such empty adapters.
@@ -25,13 +25,7 @@ from typing import Any
 
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
-
-# Module-name fragments of the vision tower / language model across HF VLM families.
-VISION_PARTS = ("vision_tower", "vision_model", "visual", "vision_encoder")
-LANGUAGE_PARTS = ("language_model", "text_model", "lm_head")  # text_model: Idefics3, SmolVLM
-PROJECTOR_BY_FAMILY = {"blip2": ["language_projection"]}
-DEFAULT_MODULES_TO_SAVE = ["multi_modal_projector"]
-PROJECTORS = ("multi_modal_projector", "connector")  # connector: Idefics3, SmolVLM
+from generalist.model.parts import PARTS, part_of, part_roots, parts_of
 
 
 def unwrap(model: Any) -> Any:
@@ -40,38 +34,38 @@ def unwrap(model: Any) -> Any:
     return get() if callable(get) else model
 
 
-def _has_part(name: str, parts: tuple[str, ...]) -> bool:
-    return any(p in name.split(".") for p in parts)
-
-
-def _set_grad(model: Any, parts: tuple[str, ...], flag: bool) -> None:
-    for name, param in model.named_parameters():
-        if _has_part(name, parts):
-            param.requires_grad_(flag)
+def frozen_parts(model_cfg: ModelConfig) -> set[str]:
+    """The part names model.freeze (or its older keys) keeps frozen."""
+    frozen = model_cfg.frozen()
+    return {p for p in PARTS if getattr(frozen, p)}
 
 
 def configure_trainable(
     model: Any, model_cfg: ModelConfig, lora_cfg: LoraSettings, family: str
 ) -> None:
-    """Set requires_grad for full training (LoRA's own freezing happens in apply_lora)."""
-    model.requires_grad_(True)
-    if model_cfg.freeze_vision:
-        _set_grad(model, VISION_PARTS, False)
-    if model_cfg.freeze_language_model:
-        if family == "causal_lm":
-            raise ConfigError("model.freeze_language_model would freeze a causal LM entirely")
-        _set_grad(model, (*LANGUAGE_PARTS, "embed_tokens"), False)
+    """Set requires_grad per part for full training (LoRA's own freezing: apply_lora)."""
+    frozen = frozen_parts(model_cfg)
+    if family == "causal_lm" and "language_model" in frozen:
+        raise ConfigError("model.freeze.language_model would freeze a causal LM entirely")
+    parts = parts_of(model, family)
+    for name, param in model.named_parameters():
+        param.requires_grad_(part_of(name, parts) not in frozen)
 
 
-def _modules_to_save(model: Any, lora_cfg: LoraSettings, family: str) -> list[str]:
-    wanted = list(lora_cfg.modules_to_save)
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    if wanted == DEFAULT_MODULES_TO_SAVE:
-        wanted = PROJECTOR_BY_FAMILY.get(family, [p for p in PROJECTORS if p in names][:1])
-    missing = [m for m in wanted if m not in names]
-    if missing and lora_cfg.modules_to_save != DEFAULT_MODULES_TO_SAVE:
-        raise ConfigError(f"lora.modules_to_save: no module named {missing} in this {family} model")
-    return [m for m in wanted if m in names]  # a causal LM has no projector: nothing to save
+def _modules_to_save(model: Any, lora_cfg: LoraSettings, family: str, frozen: set[str]) -> list:
+    """modules_to_save with part names expanded to the part's outermost modules; the default
+    "projector" is dropped where a family has none (a causal LM) or it is frozen."""
+    names = {n for n, _ in model.named_modules()}
+    out: list[str] = []
+    for item in lora_cfg.modules_to_save:
+        if item in PARTS:
+            if item not in frozen:
+                out += [n.removeprefix("model.") for n in part_roots(model, item, family)]
+            continue
+        if not any(n == item or n.endswith(f".{item}") for n in names):
+            raise ConfigError(f"lora.modules_to_save: no module named {item!r} in this model")
+        out.append(item)
+    return list(dict.fromkeys(out))
 
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -89,29 +83,47 @@ def _targets(model: Any, lora_cfg: LoraSettings) -> list[str]:
 
 
 def target_pattern(model: Any, lora_cfg: LoraSettings, family: str) -> str | list[str]:
-    """peft target_modules: a regex limited to the language model, or the plain suffix list."""
+    """peft target_modules: the plain suffixes (everywhere), or the full names of the modules
+    with those suffixes inside `lora.target_parts`."""
     targets = _targets(model, lora_cfg)
     if family == "causal_lm" or not lora_cfg.language_model_only:
         return targets
-    names = "|".join(re.escape(t) for t in targets)
-    return rf".*(language_model|text_model).*\.({names})"
+    parts, wanted = parts_of(model, family), set(lora_cfg.target_parts)
+    names = [
+        n
+        for n, _ in model.named_modules()
+        if any(n == t or n.endswith(f".{t}") for t in targets) and part_of(n, parts) in wanted
+    ]
+    if not names:
+        raise ConfigError(
+            f"lora.target_modules {lora_cfg.target_modules}: no such module in the parts "
+            f"{lora_cfg.target_parts} of this model"
+        )
+    return rf"^({'|'.join(re.escape(n) for n in names)})$"
 
 
-def apply_lora(model: Any, lora_cfg: LoraSettings, family: str) -> Any:
-    """Wrap `model` with a peft LoRA adapter per `lora_cfg`; returns the model unchanged if off."""
+def apply_lora(model: Any, lora_cfg: LoraSettings, family: str, model_cfg: Any = None) -> Any:
+    """Wrap `model` with a peft LoRA adapter per `lora_cfg`; returns the model unchanged if off.
+    Parts model.freeze leaves trainable and LoRA does not target stay trained in full."""
     if not lora_cfg.enabled:
         return model
     from peft import LoraConfig, get_peft_model
 
-    trained_vision = {
-        n for n, p in model.named_parameters() if p.requires_grad and _has_part(n, VISION_PARTS)
+    frozen = frozen_parts(model_cfg) if model_cfg is not None else {"vision_tower"}
+    parts = parts_of(model, family)
+    saved = _modules_to_save(model, lora_cfg, family, frozen)
+    full = {
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad
+        and part_of(n, parts) not in {*frozen, "language_model", *lora_cfg.target_parts}
     }
     config = LoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
         lora_dropout=lora_cfg.dropout,
         target_modules=target_pattern(model, lora_cfg, family),
-        modules_to_save=_modules_to_save(model, lora_cfg, family) or None,
+        modules_to_save=saved or None,
         task_type="CAUSAL_LM" if family == "causal_lm" else None,
     )
     try:
@@ -120,10 +132,9 @@ def apply_lora(model: Any, lora_cfg: LoraSettings, family: str) -> Any:
         raise ConfigError(
             f"lora.target_modules {lora_cfg.target_modules}: {err}".splitlines()[0]
         ) from None
-    # freeze_vision false with LoRA: the vision tower also trains in full (saved in base/)
     for name, param in unwrap(peft_model).named_parameters():
-        if name in trained_vision:
-            param.requires_grad_(True)
+        if name in full and not any(f".{m}." in f".{name}" for m in saved):
+            param.requires_grad_(True)  # e.g. freeze.vision_tower false: the tower in full
     return peft_model
 
 

@@ -1,7 +1,8 @@
 """The setup functions of a training run, each called once by generalist.train.loop: the torch
 backends (TF32), the model (built on every rank, rank 0 first), the DeepSpeed engine with its
 optimizer and schedule, this rank's data (stream and length-grouped micro-batches) and rank 0's
-tracker."""
+tracker. Before the first step, setup_data runs the token-mask preflight
+(generalist.train.mask_preflight) through the run's collator."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from generalist.shards.manifest import split_shards
 from generalist.shards.reader import iter_shard
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
+from generalist.train.mask_preflight import check_token_masks
 
 
 def tokenizer_texts(
@@ -127,6 +129,8 @@ def setup_data(
         schedule=cfg.schedule,
     )
     collator = Collator(bundle, max_length=cfg.batch.max_length)
+    # a few examples per task: an empty, truncated or misplaced target stops the run here
+    check_token_masks(collator, mixture, cfg.shards, seed=cfg.seed, skip_bad=cfg.skip_bad)
     # A DataLoader iterator draws its workers' base seed from the global torch RNG unless given
     # a generator; that draw would shift a resumed run's dropout masks (exact resume).
     generator = torch.Generator().manual_seed(cfg.seed)

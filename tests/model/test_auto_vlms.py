@@ -188,8 +188,10 @@ def test_mrope_processor_equals_qwen2_vl_processor(h, monkeypatch):
 def test_qwen2_vl_batch_types_and_a_dummy_that_changes_nothing(qwen_dir, h):
     bundle = _bundle(qwen_dir)
     assert bundle.image_token == "<|image_pad|>"
-    names = trainable_parameter_names(bundle.model)  # the merger stays frozen in `visual`
-    assert names and all("language_model" in n and "lora_" in n for n in names)
+    names = trainable_parameter_names(bundle.model)  # LoRA on the LM, the merger (projector)
+    lm = [n for n in names if "language_model" in n and "lora_" in n]
+    merger = [n for n in names if "visual.merger.modules_to_save" in n]
+    assert lm and merger and sorted(lm + merger) == sorted(names)
     bundle.model.eval()
     img = _example(h, 0, "blue", 64)  # 64x64 px: a 4x4 merged grid; the dummy's is 2x2
     txt = h.text_example(answer="no")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from generalist.batching.collate import Collator
 from generalist.batching.grouping import group_by_length
+from generalist.batching.image_caps import decode_images
 from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.errors import DataError
@@ -144,7 +145,7 @@ def test_batched_encoding_equals_one_by_one(bundle, h):
     many = collator.encode_many(examples)
     for example, enc in zip(examples, many):
         text = collator._prompt_text(example)
-        ids, images = collator._process(text, collator._images(example))  # one processor call
+        ids, images = collator._process_many([text], [decode_images(example)])[0]  # one call
         assert enc.input_ids[: len(ids)] == ids
         if example.images:
             torch.testing.assert_close(enc.images["pixel_values"], images["pixel_values"])
