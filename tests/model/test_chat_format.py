@@ -112,6 +112,16 @@ def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
     Collator(bundle, max_length=64, prompt_format="raw")  # raw needs none
 
 
+def test_paligemma_has_no_chat_template_so_chat_is_a_config_error(tmp_path, h):
+    path = tiny.save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
+    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": "chat"})
+    bundle = build_model(cfg, parse_lora_settings({"r": 2}))
+    with pytest.raises(ConfigError, match=r"'model\.prompt_format' is 'chat'.*prompt_format: raw"):
+        Collator(bundle, max_length=64)
+    with pytest.raises(ConfigError, match="no chat template"):
+        HFPredictor(bundle, max_length=64)  # evaluation refuses it the same way
+
+
 def test_system_role_is_detected_not_hardcoded(llava_chat, h):
     chat = ChatFormat(llava_chat)
     gemma = templates.chat_template("gemma3")  # folds the system turn into the first user turn
