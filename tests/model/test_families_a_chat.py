@@ -41,7 +41,12 @@ tiny = _load_by_path(HERE / "tiny_families_a.py")
 templates = _load_by_path(HERE / "chat_templates" / "__init__.py")
 FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl", "mllama"]
 # the stored template each family's instruct checkpoints ship (Qwen2.5-VL: Qwen2-VL's text)
-TEMPLATE = {"gemma3": "gemma3", "qwen2_5_vl": "qwen2_vl", "qwen3_vl": "qwen3_vl", "mllama": "mllama"}
+TEMPLATE = {
+    "gemma3": "gemma3",
+    "qwen2_5_vl": "qwen2_vl",
+    "qwen3_vl": "qwen3_vl",
+    "mllama": "mllama",
+}
 END_OF_TURN = {
     "gemma3": "<end_of_turn>",
     "qwen2_5_vl": "<|im_end|>",
