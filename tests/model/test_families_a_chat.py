@@ -133,7 +133,9 @@ def test_chat_prompt_labels_and_token_types_equal_the_processors_rendering(
     end_id = tok.convert_tokens_to_ids(end)
     assert end_id in collator.stop_ids() and len(tok.tokenize(end)) == 1  # one special token
     own = own_processor(family, bundle, monkeypatch)
-    examples = [image_chat(h, "blue"), text_chat("no"), text_chat("yes", shots=True)]
+    bare = text_chat("no")  # no instruction: the template's own system turn, if it has one
+    bare = replace(bare, id="bare", turns=replace(bare.turns, instruction=""))
+    examples = [image_chat(h, "blue"), text_chat("no"), text_chat("yes", shots=True), bare]
     batch = collator(examples)
     types = TYPES.get(family, "mm_token_type_ids")
     for row, example in enumerate(examples):
@@ -160,6 +162,9 @@ def test_chat_prompt_labels_and_token_types_equal_the_processors_rendering(
     n_img = len(collator.encode(examples[0]).input_ids)
     assert batch[types][0, :n_img].any()  # the image row's image tokens are marked
     assert examples[2].turns.shots and "no" in collator.chat.prompt_text(examples[2])
+    # Qwen2.5-VL's template adds its default system line; Qwen3-VL's has none
+    default = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user"
+    assert collator.chat.prompt_text(bare).startswith(default) == (family == "qwen2_5_vl")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -206,3 +211,66 @@ def test_chat_format_learns_generates_scores_exports_and_reloads(family, tmp_pat
         a = plain.generate(**model_inputs(gen), **kw)
         b = bundle.model.generate(**model_inputs(gen), **kw)
     assert a.tolist() == b.tolist()
+
+
+@pytest.mark.slow
+def test_zero3_two_ranks_mixed_batches_learn_in_chat_format_for_every_family(tmp_path, h):
+    """test_families_a's ZeRO-3 run in the chat format: `generalist train` under deepspeed,
+    2 CPU ranks, ZeRO-3 + LoRA on each tiny family with its published template in turn (one
+    launch), micro-batches mixing image and text-only examples and steps where one rank's is
+    text only: the token-mask preflight passes, the ranks stay in step, each loss falls, and
+    each saved model dir keeps prompt_format chat."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from generalist.catalog.loading import import_user_module
+    from generalist.shards.writer import write_dataset
+
+    train_tests = HERE.parent / "train"
+    conftest = _load_by_path(train_tests / "conftest.py")
+    runs = _load_by_path(train_tests / "test_runs.py")
+    import_user_module(str(conftest.TINY_TASKS))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for dataset in ("train_colors", "train_words"):
+        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
+    configs = []
+    for family in FAMILIES:
+        config = tmp_path / f"zero3_chat_{family}.yaml"
+        model = {"name_or_path": str(chat_dir(family, tmp_path / family, h.corpus))}
+        overrides = {
+            **runs.LORA,
+            "model": {**model, "prompt_format": "chat"},
+            "deepspeed": 3,
+            "schedule": "iid",  # stratified would mix every micro-batch
+            "batch.group_by_length": 0,
+            "batch.max_length": 256,
+            "steps": 8,
+            "checkpoint.every": 8,
+        }
+        cfg = conftest._tiny_config(shards, config.with_suffix(""), **overrides)
+        config.write_text(yaml.safe_dump(cfg))
+        configs.append(config)
+    assert runs._modality_mix(configs[0])  # the scenario really happens in these batches
+    cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs._port())]
+    cmd += ["--no_local_rank", str(HERE / "train_in_turn.py")]
+    env = {**runs.os.environ, "PATH": f"{Path(sys.executable).parent}:{runs.os.environ['PATH']}"}
+    env["OMP_NUM_THREADS"] = "1"
+    log = tmp_path / "zero3_chat.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*cmd, *map(str, configs)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        runs.finish(proc, log)
+    for family, config in zip(FAMILIES, configs):
+        curve = runs.losses(config.with_suffix(""))
+        assert sorted(curve) == list(range(1, 9)) and runs.falls(curve), (family, curve)
+        saved = config.with_suffix("") / "checkpoints" / "step-000008" / "model" / "model.json"
+        assert json.loads(saved.read_text())["model"]["prompt_format"] == "chat", family
