@@ -47,7 +47,7 @@ def _finish(model, tok, root, *savers):
 def save_tiny_gemma3(root, corpus):
     """Gemma3Config (tiny SigLIP, tiny Gemma 3 text) + Gemma3Processor (its PIL image processor,
     GemmaTokenizer with <start_of_image>, <image_soft_token>, <end_of_image>): 4 soft tokens."""
-    from tokenizers import normalizers, pre_tokenizers
+    from tokenizers import AddedToken, normalizers, pre_tokenizers
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -67,6 +67,10 @@ def save_tiny_gemma3(root, corpus):
     extra = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
     extra["image_token"] = "<image_soft_token>"
     tok = GemmaTokenizer(vocab=vocab, merges=merges, extra_special_tokens=extra, add_bos_token=True)
+    # the turn markers are special added tokens in Gemma 3's tokenizer (ids 105, 106): one
+    # token each in a chat rendering, and <end_of_turn> is what an -it model stops at
+    turns = ["<start_of_turn>", "<end_of_turn>"]
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in turns])
     images = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
     processor = Gemma3Processor(image_processor=images, tokenizer=tok, image_seq_length=4)
     ids = {t: tok.convert_tokens_to_ids(t) for t in GEMMA3_SPECIALS}

@@ -13,7 +13,16 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).parent
-FAMILIES = ("gemma3", "qwen2_vl", "llava", "llava_next", "llava_onevision", "smolvlm", "mllama")
+FAMILIES = (
+    "gemma3",
+    "qwen2_vl",
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "smolvlm",
+    "mllama",
+    "qwen3_vl",
+)
 
 
 def chat_template(family: str) -> str:
