@@ -1,7 +1,9 @@
 """prompt_format chat on Idefics3, SmolVLM, LLaVA-NeXT and LLaVA-OneVision: the tiny checkpoints
 of tiny_families_b.py given their published chat templates (tests/model/chat_templates), the
 Collator's rendering and label mask pinned token for token against the processor's own
-apply_chat_template, then learning, generation, option scoring and export in that format."""
+apply_chat_template (SmolVLM's and OneVision's videoless processors included), then learning,
+generation (it stops at the template's end-of-turn token), option scoring and export in that
+format."""
 
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ def _load_by_path(path):
 
 tiny = _load_by_path(HERE / "tiny_families_b.py")
 templates = _load_by_path(HERE / "chat_templates" / "__init__.py")
-# Idefics3-8B-Llama3 ships the same "User:/Assistant:" <end_of_utterance> template as SmolVLM
+# Idefics3-8B-Llama3's template writes the same "User:/Assistant:" <end_of_utterance> turns as
+# SmolVLM's, opened by "<|begin_of_text|>" instead of "<|im_start|>" (the rendering pinned in
+# transformers' tests/models/idefics3/test_processing_idefics3.py; its verbatim text is not stored)
 TEMPLATE = {f: f for f in tiny.FAMILIES} | {"idefics3": "smolvlm"}
 END = {  # the labelled completion of the target "red" in each template
     "idefics3": " red<end_of_utterance>",
@@ -152,4 +156,17 @@ def test_chat_learns_generates_scores_exports_and_keeps_the_format(saved, h, tmp
         a = plain.generate(**model_inputs(gen), **kw)
         b = bundle.model.generate(**model_inputs(gen), **kw)
     assert a.tolist() == b.tolist()
+    # unforced, the model writes each target and the template's end of turn: where it stops
+    collator = Collator(bundle, 512)
+    stops = collator.stop_ids()
+    with torch.no_grad():
+        c = bundle.model.generate(
+            **model_inputs(gen), max_new_tokens=6, do_sample=False, eos_token_id=stops
+        )
+    width = gen["input_ids"].shape[1]
+    for row, example in enumerate(examples):
+        enc = collator.encode(example)
+        want = enc.input_ids[enc.prompt_length :]  # the labelled target and end-of-turn token
+        assert c[row, width : width + len(want)].tolist() == want, example.id
+        assert want[-1] in stops
     assert chat_bundle(out).processor.chat_template == bundle.processor.chat_template
