@@ -50,6 +50,12 @@ END = {  # the labelled completion of the target "red" in each template
     "llava_next": "red</s>",  # " red" (decode drops the lead space); no "<\\s>" token: eos
     "llava_onevision": "red<|im_end|>",
 }
+END_OF_TURN = {  # the special token ChatFormat finds after an assistant turn (None: eos ends it)
+    "idefics3": "<end_of_utterance>",
+    "smolvlm": "<end_of_utterance>",
+    "llava_next": None,
+    "llava_onevision": "<|im_end|>",
+}
 INSTRUCTION = "answer the question about the image."
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -94,7 +100,8 @@ def with_pixels(messages, example):
 def test_chat_prompt_labels_and_pixels_are_the_processors_own(saved, family):
     bundle = chat_bundle(saved[family])
     collator = Collator(bundle, max_length=512)
-    assert collator.chat is not None
+    assert collator.chat is not None and collator.chat.end_text == END_OF_TURN[family]
+    assert collator.chat.system_role  # the instruction is a system turn in all four
     tok, proc = bundle.tokenizer, bundle.processor
     assert proc.chat_template == templates.chat_template(TEMPLATE[family])
     shot = (("Q: what shape is it?", "circle"),)
