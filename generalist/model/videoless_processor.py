@@ -93,6 +93,15 @@ def videoless_class(name: str) -> type:
             (out / "chat_template.jinja").write_text(self.chat_template)
 
     attrs = {"check_argument_for_proper_class": check, "save_pretrained": save_pretrained}
+    if name == "SmolVLMProcessor":  # its apply_chat_template reads video_processor.num_frames
+
+        def apply_chat_template(self: Any, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+            """ProcessorMixin's (images and text); SmolVLM's own only adds video defaults."""
+            from transformers.processing_utils import ProcessorMixin
+
+            return ProcessorMixin.apply_chat_template(self, conversation, *args, **kwargs)
+
+        attrs["apply_chat_template"] = apply_chat_template
     return type(name, (base,), {**attrs, "__module__": __name__})
 
 
