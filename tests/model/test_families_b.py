@@ -148,49 +148,6 @@ def test_learns_generates_scores_exports_and_reloads(saved, h, tmp_path, family)
     assert type(reloaded.processor).__name__ == type(bundle.processor).__name__
 
 
-@pytest.mark.slow
-# one launch (~40 s); "llava_onevision" (anyres) passes the same test in another ~45 s
-@pytest.mark.parametrize("family", ["idefics3"])
-def test_zero3_two_ranks_mixed_batches_learn(saved, tmp_path, family):
-    """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA on tiny Idefics3:
-    micro-batches mix image and text-only examples (iid schedule) and at some steps one rank
-    has only text (a one-tile dummy image) and the other real tiled images: the ranks stay in
-    step (different tile counts per rank) and the loss falls."""
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = Path(__file__).parents[1] / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    config = tmp_path / f"zero3_{family}.yaml"
-    cfg = conftest._tiny_config(
-        shards,
-        config.with_suffix(""),
-        **{
-            **runs.LORA,
-            "model": {"name_or_path": str(saved[family])},
-            "deepspeed": 3,
-            "schedule": "iid",
-            "batch.group_by_length": 0,
-            "batch.max_length": 256,
-            "steps": 12,
-            "checkpoint.every": 12,  # one save: the launch, not the steps, is the cost here
-        },
-    )
-    config.write_text(yaml.safe_dump(cfg))
-    assert runs._modality_mix(config)  # the scenario really happens in this run's batches
-    runs.finish(runs.launch(config), config)
-    curve = runs.losses(config.with_suffix(""))
-    assert sorted(curve) == list(range(1, 13)) and runs.falls(curve), curve
-
-
 @pytest.mark.parametrize("family", ["smolvlm", "llava_onevision"])
 def test_processors_without_torchvision_are_the_real_classes(saved, h, tmp_path, family):
     """SmolVLM's / OneVision's processor class itself, with no video processor; it saves and
