@@ -61,7 +61,9 @@ def unpack_images(blob: bytes) -> list[bytes]:
 
 
 class Pipeline:
-    """One loader under test (see the module docstring); subclasses fill in the four methods."""
+    """One loader under test (see the module docstring); subclasses fill in open and batches,
+    and state / restore where the loader does not keep the torch convention (state_dict /
+    load_state_dict), as Energon's does not."""
 
     name = "pipeline"
     resumable = True
@@ -73,10 +75,12 @@ class Pipeline:
         raise NotImplementedError
 
     def state(self, loader: Any) -> Any:
-        raise NotImplementedError
+        return loader.state_dict()
 
     def restore(self, state: Any) -> Any:
-        raise NotImplementedError
+        loader = self.open()
+        loader.load_state_dict(state)
+        return loader
 
 
 @dataclass

@@ -82,11 +82,3 @@ class LitData(Pipeline):
                     self.fmt(r["task"], record_of(json.loads(r["doc"]), unpack_images(r["images"])))
                     for r in batch
                 ]
-
-    def state(self, loader: Any) -> Any:
-        return loader.state_dict()
-
-    def restore(self, state: Any) -> Any:
-        loader = self.open()
-        loader.load_state_dict(state)
-        return loader

@@ -103,11 +103,3 @@ class Mosaic(Pipeline):
             for batch in loader:
                 rows = zip(batch["task"], batch["doc"], batch["images"])
                 yield [self.fmt(t, record_of(json.loads(d), unpack_images(i))) for t, d, i in rows]
-
-    def state(self, loader: Any) -> Any:
-        return loader.state_dict()
-
-    def restore(self, state: Any) -> Any:
-        loader = self.open()
-        loader.load_state_dict(state)
-        return loader

@@ -120,11 +120,3 @@ class HFInterleave(Pipeline):
                 yield self.fmt(row["task"], record_of(json.loads(row["doc"]), images))
 
         return chunks(examples())
-
-    def state(self, loader: Any) -> Any:
-        return loader.state_dict()
-
-    def restore(self, state: Any) -> Any:
-        loader = self.open()
-        loader.load_state_dict(state)
-        return loader
