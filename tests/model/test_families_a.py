@@ -331,54 +331,10 @@ def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
     turn (one launch): micro-batches that mix image and text-only examples and steps where one
     rank's micro-batch is text only (its dummy image) and the other's has images (schedule
     iid): the ranks stay in step and each family's loss falls."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = Path(__file__).parents[1] / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    configs = []
-    for family in FAMILIES:
-        config = tmp_path / f"zero3_{family}.yaml"
-        overrides = {
-            **runs.LORA,
-            "model": {"name_or_path": str(save_tiny(family, tmp_path / family, h.corpus))},
-            "deepspeed": 3,
-            "schedule": "iid",  # stratified would mix every micro-batch
-            "batch.group_by_length": 0,
-            "batch.max_length": 256,
-            "steps": 8,
-            "checkpoint.every": 8,
-        }
-        cfg = conftest._tiny_config(shards, config.with_suffix(""), **overrides)
-        config.write_text(yaml.safe_dump(cfg))
-        configs.append(config)
-    assert runs._modality_mix(configs[0])  # the scenario really happens in these batches
-    cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs._port())]
-    cmd += ["--no_local_rank", str(Path(__file__).with_name("train_in_turn.py"))]
-    env = {**runs.os.environ, "PATH": f"{Path(sys.executable).parent}:{runs.os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    log = tmp_path / "zero3.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*cmd, *map(str, configs)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        runs.finish(proc, log)
-    for family, config in zip(FAMILIES, configs):
+    in_turn = _load_by_path(Path(__file__).with_name("train_in_turn.py"))
+    models = {f: {"name_or_path": str(save_tiny(f, tmp_path / f, h.corpus))} for f in FAMILIES}
+    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=8, max_length=256, tag="zero3")
+    for family, config in configs.items():
         curve = runs.losses(config.with_suffix(""))
         assert sorted(curve) == list(range(1, 9)) and runs.falls(curve), (family, curve)
 

@@ -221,55 +221,15 @@ def test_zero3_two_ranks_mixed_batches_learn_in_chat_format_for_every_family(tmp
     text only: the token-mask preflight passes, the ranks stay in step, each loss falls, and
     each saved model dir keeps prompt_format chat."""
     import json
-    import subprocess
-    import sys
 
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = HERE.parent / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    configs = []
-    for family in FAMILIES:
-        config = tmp_path / f"zero3_chat_{family}.yaml"
-        model = {"name_or_path": str(chat_dir(family, tmp_path / family, h.corpus))}
-        overrides = {
-            **runs.LORA,
-            "model": {**model, "prompt_format": "chat"},
-            "deepspeed": 3,
-            "schedule": "iid",  # stratified would mix every micro-batch
-            "batch.group_by_length": 0,
-            "batch.max_length": 256,
-            "steps": 16,  # Gemma 3's chat loss (its <end_of_turn> too) needs 16 to fall
-            "checkpoint.every": 16,
-        }
-        cfg = conftest._tiny_config(shards, config.with_suffix(""), **overrides)
-        config.write_text(yaml.safe_dump(cfg))
-        configs.append(config)
-    assert runs._modality_mix(configs[0])  # the scenario really happens in these batches
-    cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs._port())]
-    cmd += ["--no_local_rank", str(HERE / "train_in_turn.py")]
-    env = {**runs.os.environ, "PATH": f"{Path(sys.executable).parent}:{runs.os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    log = tmp_path / "zero3_chat.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*cmd, *map(str, configs)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        runs.finish(proc, log)
-    for family, config in zip(FAMILIES, configs):
+    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    models = {
+        f: {"name_or_path": str(chat_dir(f, tmp_path / f, h.corpus)), "prompt_format": "chat"}
+        for f in FAMILIES
+    }
+    # 16 steps: Gemma 3's chat loss (its <end_of_turn> too) needs 16 to fall
+    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=16, max_length=256, tag="chat")
+    for family, config in configs.items():
         curve = runs.losses(config.with_suffix(""))
         assert sorted(curve) == list(range(1, 17)) and runs.falls(curve), (family, curve)
         saved = config.with_suffix("") / "checkpoints" / "step-000016" / "model" / "model.json"

@@ -189,54 +189,14 @@ def test_zero3_two_ranks_mixed_batches_learn_for_every_family(saved, tmp_path, p
     The ranks stay in step (different tile counts per rank), each loss falls, each saved model
     dir keeps its prompt_format."""
     import json
-    import subprocess
-    import sys
 
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = HERE.parent / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    steps, configs = 12, []
-    for family in tiny.FAMILIES:
-        config = tmp_path / f"zero3_{prompt_format}_{family}.yaml"
-        overrides = {
-            **runs.LORA,
-            "model": {"name_or_path": str(saved[family]), "prompt_format": prompt_format},
-            "deepspeed": 3,
-            "schedule": "iid",  # stratified would mix every micro-batch
-            "batch.group_by_length": 0,
-            "batch.max_length": 512,
-            "steps": steps,
-            "checkpoint.every": steps,
-        }
-        cfg = conftest._tiny_config(shards, config.with_suffix(""), **overrides)
-        config.write_text(yaml.safe_dump(cfg))
-        configs.append(config)
-    assert runs._modality_mix(configs[0])  # the scenario really happens in these batches
-    cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs._port())]
-    cmd += ["--no_local_rank", str(HERE / "train_in_turn.py")]
-    env = {**runs.os.environ, "PATH": f"{Path(sys.executable).parent}:{runs.os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    log = tmp_path / "zero3_chat.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*cmd, *map(str, configs)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        runs.finish(proc, log)
-    for family, config in zip(tiny.FAMILIES, configs):
+    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    models = {
+        f: {"name_or_path": str(saved[f]), "prompt_format": prompt_format} for f in tiny.FAMILIES
+    }
+    steps = 12
+    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps, 512, tag=prompt_format)
+    for family, config in configs.items():
         curve = runs.losses(config.with_suffix(""))
         assert sorted(curve) == list(range(1, steps + 1)) and runs.falls(curve), (family, curve)
         name = f"step-{steps:06d}"
