@@ -47,7 +47,7 @@ def _finish(model, tok, root, *savers):
 def save_tiny_gemma3(root, corpus):
     """Gemma3Config (tiny SigLIP, tiny Gemma 3 text) + Gemma3Processor (its PIL image processor,
     GemmaTokenizer with <start_of_image>, <image_soft_token>, <end_of_image>): 4 soft tokens."""
-    from tokenizers import AddedToken, normalizers, pre_tokenizers
+    from tokenizers import AddedToken
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -56,14 +56,7 @@ def save_tiny_gemma3(root, corpus):
         GemmaTokenizer,
     )
 
-    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
-    vocab, merges = tiny_vlms.bpe(
-        corpus,
-        GEMMA3_SPECIALS + byte_tokens,
-        normalizers.Replace(" ", "▁"),
-        pre_tokenizers.Split(" ", "merged_with_previous"),
-        size=600,
-    )
+    vocab, merges = tiny_vlms.sentencepiece_bpe(corpus, GEMMA3_SPECIALS)
     extra = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
     extra["image_token"] = "<image_soft_token>"
     tok = GemmaTokenizer(vocab=vocab, merges=merges, extra_special_tokens=extra, add_bos_token=True)

@@ -145,7 +145,6 @@ def save_tiny_smolvlm(root, corpus, geometry=TINY_GEOMETRY):
 def save_tiny_llava_next(root, corpus, geometry=TINY_ANYRES):
     """LlavaNextConfig: CLIP tower (tiny: 32 px tiles of 16 px patches, 4 tokens a tile, CLS
     dropped), anyres over PINPOINTS, a Llama text model; LlamaTokenizer (byte fallback)."""
-    from tokenizers import normalizers, pre_tokenizers
     from transformers import (
         CLIPVisionConfig,
         LlamaTokenizer,
@@ -155,14 +154,7 @@ def save_tiny_llava_next(root, corpus, geometry=TINY_ANYRES):
         LlavaNextProcessor,
     )
 
-    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
-    vocab, merges = tiny_vlms.bpe(
-        corpus,
-        LLAMA_SPECIALS + byte_tokens,
-        normalizers.Replace(" ", "▁"),
-        pre_tokenizers.Split(" ", "merged_with_previous"),
-        size=600,
-    )
+    vocab, merges = tiny_vlms.sentencepiece_bpe(corpus, LLAMA_SPECIALS)
     tok = LlamaTokenizer(vocab=vocab, merges=merges, pad_token="<pad>")
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     tile, patch, grids = geometry["tile"], geometry["patch"], geometry["pinpoints"]

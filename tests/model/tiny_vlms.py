@@ -29,9 +29,23 @@ def bpe(corpus, specials, normalizer=None, pre=None, alphabet=(), size=400):
     return model["vocab"], merges
 
 
+def sentencepiece_bpe(corpus, specials, size=600):
+    """(vocab, merges) in the SentencePiece layout of Gemma's and Llama's tokenizers: "▁" for a
+    space, merged with the word after it, and the 256 <0xNN> byte-fallback tokens."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    return bpe(
+        corpus,
+        list(specials) + byte_tokens,
+        normalizers.Replace(" ", "▁"),
+        pre_tokenizers.Split(" ", "merged_with_previous"),
+        size=size,
+    )
+
+
 def save_tiny_paligemma(root, corpus):
     """PaliGemmaConfig(tiny SigLIP, tiny Gemma) + PaliGemmaProcessor(SigLIP PIL, GemmaTokenizer)."""
-    from tokenizers import normalizers, pre_tokenizers
     from transformers import (
         GemmaConfig,
         GemmaTokenizer,
@@ -42,14 +56,7 @@ def save_tiny_paligemma(root, corpus):
         SiglipVisionConfig,
     )
 
-    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]  # Gemma's byte fallback
-    vocab, merges = bpe(
-        corpus,
-        GEMMA_SPECIALS + byte_tokens,
-        normalizers.Replace(" ", "▁"),
-        pre_tokenizers.Split(" ", "merged_with_previous"),
-        size=600,
-    )
+    vocab, merges = sentencepiece_bpe(corpus, GEMMA_SPECIALS)
     tok = GemmaTokenizer(vocab=vocab, merges=merges)
     images = SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_seq_length=4)
     processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok)  # adds <loc>/<seg>
