@@ -267,38 +267,9 @@ def test_qwen2_vl_zero3_two_ranks_mixed_batches_learn(qwen_dir, tmp_path):
     training tests' own tasks, config and launcher, with micro-batches that mix image and
     text-only examples and steps where one rank has only text (dummy image) and the other
     real images (no dummy): the ranks stay in step and the loss falls."""
-    from pathlib import Path
-
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = Path(__file__).parents[1] / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    config = tmp_path / "zero3_qwen.yaml"
-    cfg = conftest._tiny_config(
-        shards,
-        config.with_suffix(""),
-        **{
-            **runs.LORA,
-            "model": {"name_or_path": str(qwen_dir)},
-            "deepspeed": 3,
-            "schedule": "iid",  # stratified would mix every micro-batch
-            "batch.group_by_length": 0,
-            "batch.max_length": 256,
-            "steps": 12,
-            "checkpoint.every": 12,  # one save: the launch, not the steps, is the cost here
-        },
-    )
-    config.write_text(yaml.safe_dump(cfg))
-    assert runs._modality_mix(config)  # the scenario really happens in this run's batches
-    runs.finish(runs.launch(config), config)
+    in_turn = _load_by_path(Path(__file__).with_name("train_in_turn.py"))
+    models = {"qwen": {"name_or_path": str(qwen_dir)}}
+    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=12, max_length=256, tag="zero3")
+    config = configs["qwen"]
     curve = runs.losses(config.with_suffix(""))
     assert sorted(curve) == list(range(1, 13)) and runs.falls(curve), curve

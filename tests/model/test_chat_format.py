@@ -222,45 +222,17 @@ def test_qwen2_vl_learns_and_generates_in_chat_format_and_the_model_dir_keeps_it
 @pytest.mark.slow
 def test_qwen2_vl_chat_zero3_two_ranks_mixed_batches_learn(qwen_chat_dir, tmp_path):
     """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA, in the chat format on the
-    tiny Qwen2-VL with its real template, on image and text-only tasks: the token-mask
-    preflight passes, the ranks stay in step, the loss falls and the model dir keeps the format.
-    (Whether one step gives one rank text only depends on the stream's schedule: test_runs'
-    `_modality_mix` check, which no longer holds for the tiny tasks on the base commit.)"""
-    import yaml
-
-    from generalist.catalog.loading import import_user_module
-    from generalist.shards.writer import write_dataset
-
-    train_tests = HERE.parent / "train"
-    conftest = _load_by_path(train_tests / "conftest.py")
-    runs = _load_by_path(train_tests / "test_runs.py")
-    import_user_module(str(conftest.TINY_TASKS))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    for dataset in ("train_colors", "train_words"):
-        write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
-    config = tmp_path / "zero3_qwen_chat.yaml"
-    cfg = conftest._tiny_config(
-        shards,
-        config.with_suffix(""),
-        **{
-            **runs.LORA,
-            "model": {"name_or_path": str(qwen_chat_dir), "prompt_format": "chat"},
-            "deepspeed": 3,
-            "batch.group_by_length": 0,
-            "batch.max_length": 256,
-            "steps": 12,
-            "checkpoint.every": 12,
-        },
-    )
-    config.write_text(yaml.safe_dump(cfg))
-    runs.finish(runs.launch(config), config)
-    curve = runs.losses(config.with_suffix(""))
+    tiny Qwen2-VL with its real template, on image and text-only tasks, with steps where one
+    rank's micro-batch is text only (tests/model/train_in_turn.py): the token-mask preflight
+    passes, the ranks stay in step, the loss falls and the model dir keeps the format."""
+    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    model = {"name_or_path": str(qwen_chat_dir), "prompt_format": "chat"}
+    runs, configs = in_turn.zero3_in_turn(tmp_path, {"qwen": model}, 12, 256, tag="chat")
+    run_dir = configs["qwen"].with_suffix("")
+    curve = runs.losses(run_dir)
     assert sorted(curve) == list(range(1, 13)) and runs.falls(curve), curve
     saved = json.loads(
-        (
-            config.with_suffix("") / "checkpoints" / "step-000012" / "model" / "model.json"
-        ).read_text()
+        (run_dir / "checkpoints" / "step-000012" / "model" / "model.json").read_text()
     )
     assert saved["model"]["prompt_format"] == "chat"
 
