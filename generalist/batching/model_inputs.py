@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
@@ -26,7 +29,9 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k in MODEL_KEYS}
 
 
-def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
+def to_device(
+    batch: dict[str, Any], device: torch.device | str, float_dtype: torch.dtype | None = None
+) -> dict[str, Any]:
     """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
     (the training or model precision) when given."""
     out = {}

@@ -6,8 +6,9 @@ generalist.model.model_dir's job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
@@ -16,8 +17,13 @@ from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
 from generalist.model.videoless_processor import load_videoless, needs_videoless
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
-def _load(what: str, key: str, fn: Any, src: str) -> Any:
+T = TypeVar("T")
+
+
+def _load(what: str, key: str, fn: Callable[[str], T], src: str) -> T:
     """Call a transformers loader; turn a missing/bad checkpoint into a ConfigError naming key."""
     if not looks_like_path(src) and not Path(src).expanduser().exists():
         check_hub_id(key, src)  # no network: an error in a second, not after the hub's retries
@@ -48,7 +54,7 @@ def detect_family(src: str, key: str = "model.name_or_path") -> str:
     return "causal_lm"
 
 
-def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> Any:
+def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> PreTrainedModel:
     """The model at `src` through AutoModelForCausalLM or AutoModelForImageTextToText."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -56,7 +62,9 @@ def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> A
     return _load("the model", key, cls.from_pretrained, src)
 
 
-def load_processor(src: str, family: str, key: str = "model.name_or_path") -> Any:
+def load_processor(
+    src: str, family: str, key: str = "model.name_or_path"
+) -> ProcessorMixin | PreTrainedTokenizerBase:
     """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos).
 
     A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there), a
@@ -104,7 +112,9 @@ def _missing_processor_files(src: str, family: str) -> str | None:
     return " and ".join(missing) or None
 
 
-def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
+def load_pretrained(
+    cfg: ModelConfig,
+) -> tuple[PreTrainedModel, ProcessorMixin | PreTrainedTokenizerBase, str]:
     """(model, processor, family) for a hub id or Hugging Face directory `cfg.name_or_path`."""
     src = str(cfg.name_or_path)
     family = detect_family(src) if cfg.family == "auto" else cfg.family
@@ -114,7 +124,7 @@ def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
     return load_auto_model(src, family), processor, family
 
 
-def compose(cfg: ModelConfig) -> tuple[Any, Any, str]:
+def compose(cfg: ModelConfig) -> tuple[PreTrainedModel, ProcessorMixin, str]:
     """A LLaVA from a pretrained vision encoder and a pretrained causal LM, new projector.
 
     The projector is freshly initialised (seeded); train it (lora.modules_to_save keeps it

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from transformers import BaseImageProcessor, BatchFeature, PreTrainedTokenizerBase
 
 PROCESSOR_CLASSES = {"Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor"}
 CONFIG_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
@@ -52,7 +57,12 @@ def needs_fallback(src: str | os.PathLike[str]) -> bool:
 class MRopeProcessor:
     """Callable like Qwen2VLProcessor for text and images (see the module docstring)."""
 
-    def __init__(self, image_processor: Any, tokenizer: Any, name: str = "Qwen2VLProcessor"):
+    def __init__(
+        self,
+        image_processor: BaseImageProcessor,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str = "Qwen2VLProcessor",
+    ) -> None:
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.name = name
@@ -71,10 +81,10 @@ class MRopeProcessor:
     def __call__(
         self,
         text: str | list[str],
-        images: Any = None,
+        images: Image.Image | Sequence[Image.Image] | None = None,
         return_tensors: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: object,
+    ) -> BatchFeature:
         """input_ids, attention_mask, mm_token_type_ids (+ pixel_values, image_grid_thw)."""
         from transformers import BatchFeature
 
@@ -91,7 +101,7 @@ class MRopeProcessor:
         data["mm_token_type_ids"] = [[int(t == self.image_token_id) for t in row] for row in ids]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _expand(self, texts: list[str], grids: Any) -> list[str]:
+    def _expand(self, texts: list[str], grids: Iterable[Sequence[int]]) -> list[str]:
         """Each image token repeated as many times as its image has merged patches."""
         merge = int(self.image_processor.merge_size) ** 2
         counts = iter([int(g[0] * g[1] * g[2]) // merge for g in grids])
@@ -103,7 +113,7 @@ class MRopeProcessor:
             out.append(t.replace(marker, self.image_token))
         return out
 
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+    def batch_decode(self, *args: object, **kwargs: object) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
 
     def save_pretrained(self, out: str | os.PathLike[str]) -> None:

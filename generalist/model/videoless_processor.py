@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.model.qwen2_vl_processor import processor_class
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 VIDEO_HOLDING = {"SmolVLMProcessor", "LlavaOnevisionProcessor"}
 NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwargs"}
@@ -62,7 +65,7 @@ def _settings(src: str | os.PathLike[str], cls: type) -> dict[str, Any]:
     return out
 
 
-def _no_num2words(*args: Any, **kwargs: Any) -> str:
+def _no_num2words(*args: object, **kwargs: object) -> str:
     raise ImportError("SmolVLM video prompts need `num2words` (pip install num2words)")
 
 
@@ -77,12 +80,14 @@ def videoless_class(name: str) -> type:
         if not processing_smolvlm.num2words:
             processing_smolvlm.num2words = _no_num2words
 
-    def check(self: Any, argument_name: str, argument: Any) -> Any:
+    def check(self: ProcessorMixin, argument_name: str, argument: object) -> object:
         if argument is None and argument_name == "video_processor":
             return None
         return base.check_argument_for_proper_class(self, argument_name, argument)
 
-    def save_pretrained(self: Any, save_directory: Any, **kwargs: Any) -> None:
+    def save_pretrained(
+        self: ProcessorMixin, save_directory: str | os.PathLike[str], **kwargs: object
+    ) -> None:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(out)
@@ -95,7 +100,12 @@ def videoless_class(name: str) -> type:
     attrs = {"check_argument_for_proper_class": check, "save_pretrained": save_pretrained}
     if name == "SmolVLMProcessor":  # its apply_chat_template reads video_processor.num_frames
 
-        def apply_chat_template(self: Any, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        def apply_chat_template(
+            self: ProcessorMixin,
+            conversation: list[dict[str, object]],
+            *args: object,
+            **kwargs: object,
+        ) -> object:  # ProcessorMixin's own: a string, token ids or a BatchFeature
             """ProcessorMixin's (images and text); SmolVLM's own only adds video defaults."""
             from transformers.processing_utils import ProcessorMixin
 
@@ -105,13 +115,13 @@ def videoless_class(name: str) -> type:
     return type(name, (base,), {**attrs, "__module__": __name__})
 
 
-def _own_settings(processor: Any) -> dict[str, Any]:
+def _own_settings(processor: ProcessorMixin) -> dict[str, Any]:
     keys = ("image_seq_len", "num_image_tokens", "vision_feature_select_strategy")
     keys += ("vision_aspect_ratio",)
     return {k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None}
 
 
-def load_videoless(src: str | os.PathLike[str]) -> Any:
+def load_videoless(src: str | os.PathLike[str]) -> ProcessorMixin:
     """The processor at `src` (see the module docstring)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 

@@ -165,7 +165,7 @@ class TrainConfig(StrictConfig):
         return None if value is None or value.lower() in ("none", "null", "") else value
 
 
-def parse_yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str) -> object:
     """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
     it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
     try:
@@ -203,7 +203,7 @@ def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
             check_keys(value, sub, prefix=f"{dotted}.")
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: object) -> None:
     """data['a']['b'] = value for key 'a.b', creating dicts on the way."""
     *parents, last = key.split(".")
     node = data

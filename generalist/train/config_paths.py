@@ -65,7 +65,7 @@ def anchor_paths(data: MutableMapping[str, Any], base: Path) -> None:
     onto `base`, the file's folder. Values of the wrong type are left for validation."""
     for dotted, kind in PATH_KEYS.items():
         *parents, last = dotted.split(".")
-        node: Any = data
+        node: object = data
         for part in parents:
             node = node.get(part) if isinstance(node, MutableMapping) else None
         if not isinstance(node, MutableMapping) or last not in node:

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from generalist import distributed as dist
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.train.config import LossNormalization
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 
 def target_counts(labels: torch.Tensor, shift: bool) -> torch.Tensor:
@@ -40,7 +43,7 @@ def target_counts(labels: torch.Tensor, shift: bool) -> torch.Tensor:
     return (labels != IGNORE_INDEX).sum(dim=1)
 
 
-def deepspeed_divisor(engine: Any) -> float:
+def deepspeed_divisor(engine: DeepSpeedEngine) -> float:
     """What DeepSpeed divides a backward loss by before the update: gradient accumulation steps
     times the data-parallel world size when gradients are averaged (the default "mean")."""
     divisor = float(engine.gradient_accumulation_steps())
@@ -66,7 +69,7 @@ def step_weights(
     mode: LossNormalization,
     labels: Sequence[torch.Tensor],
     shift: bool,
-    engine: Any,
+    engine: DeepSpeedEngine,
     device: torch.device,
 ) -> StepWeights:
     """The weights of one step from its micro-batches' labels (collective: one all-reduce on

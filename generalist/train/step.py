@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,6 +16,9 @@ from generalist import distributed as dist
 from generalist.batching.losses import example_losses, shifts_labels
 from generalist.batching.model_inputs import to_device
 from generalist.train.normalization import LossNormalization, micro_batch_loss, step_weights
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 PHASES = ("data", "forward", "backward", "optimizer")
 Window = Sequence[tuple[dict[str, Any], dict[str, Any]]]  # (data position, batch) per micro-batch
@@ -28,7 +31,9 @@ def batch_to_device(batch: dict[str, Any], device: torch.device, precision: str)
     return to_device(batch, device, PRECISION_DTYPES.get(precision))
 
 
-def forward_losses(engine: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_losses(
+    engine: DeepSpeedEngine, inputs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward one micro-batch: (per-example token-loss sums, with grad; target counts)."""
     labels = inputs.pop("labels")
     out = engine(**inputs)
@@ -61,7 +66,7 @@ class PhaseTimer:
 
 
 def train_window(
-    engine: Any,
+    engine: DeepSpeedEngine,
     window: Window,
     normalization: LossNormalization,
     device: torch.device,
@@ -73,7 +78,7 @@ def train_window(
     each loss scaled so that the update follows the global batch's normalised loss; DeepSpeed
     steps the optimizer at the window's last micro-batch (collective: every rank calls it)."""
 
-    def phase(name: str) -> Any:
+    def phase(name: str) -> AbstractContextManager[None]:
         return timer.phase(name) if timer is not None else nullcontext()
 
     shift = shifts_labels(engine.module)
