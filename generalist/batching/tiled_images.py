@@ -21,7 +21,7 @@ tiles are exactly the processor's padding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from generalist.batching.mllama_inputs import batch_images
 
@@ -39,6 +39,11 @@ TILED_TYPES = {"idefics3", "smolvlm"}
 ANYRES_TYPES = {"llava_next", "llava_onevision"}
 TILED_KEYS = {"pixel_values", "pixel_attention_mask"}
 ANYRES_KEYS = ({"pixel_values", "image_sizes"}, {"pixel_values", "image_sizes", "batch_num_images"})
+# the families whose training sequences differ (generalist.batching.token_layout's docstring);
+# "text": a text-only LM. Named here, below token_layout, so the tile helpers can take it too.
+LayoutKind = Literal[
+    "default", "blip2", "paligemma", "mrope", "gemma3", "mllama", "tiled", "anyres", "text"
+]
 TILED_MARKERS = ("<fake_token_around_image>", "<global-img>")
 
 
@@ -101,7 +106,7 @@ def _pad_stack(parts: list[torch.Tensor], dims: int = 4) -> torch.Tensor:
     return out
 
 
-def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def join_tiled(kind: LayoutKind, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The batch's image tensors from per-row ones, padded as the family's processor pads."""
     import torch
 
@@ -125,7 +130,7 @@ def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def join_images(
-    kind: str,
+    kind: LayoutKind,
     rows: list[dict[str, Any]],
     input_ids: torch.Tensor | None = None,
     image_token_id: int = 0,
@@ -145,12 +150,12 @@ def join_images(
     return out
 
 
-def dummy_kwargs(kind: str) -> dict[str, Any]:
+def dummy_kwargs(kind: LayoutKind) -> dict[str, Any]:
     """Processor settings of the blank dummy image: one tile (Idefics3: no splitting)."""
     return {"do_image_splitting": False} if kind == "tiled" else {}
 
 
-def dummy_image(kind: str) -> Image.Image:
+def dummy_image(kind: LayoutKind) -> Image.Image:
     """The blank dummy image. anyres: 32 x 4 px, whose tiles the model unpads to a few rows, so
     the dummy costs the whole image's tokens and little more (LLaVA-NeXT 336 px: 870 tokens, not
     a square's 1176; OneVision 384 px: 813, not 1485); else 32 x 32 px."""

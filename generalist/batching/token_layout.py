@@ -38,13 +38,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from generalist.batching import mllama_inputs
 from generalist.batching.mllama_inputs import is_mllama_output
 from generalist.batching.tiled_images import (
     ANYRES_TYPES,
     TILED_TYPES,
+    LayoutKind,
     split_tiled,
     tiled_protected_ids,
 )
@@ -59,10 +60,6 @@ MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
 # processor outputs that are not image tensors: the collator builds its own per-token ids, and
 # PaliGemma's processor returns labels, never model inputs here
 TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "labels"}
-# the families whose sequences differ (see the module docstring); "text": a text-only LM
-LayoutKind = Literal[
-    "default", "blip2", "paligemma", "mrope", "gemma3", "mllama", "tiled", "anyres", "text"
-]
 
 
 @dataclass(frozen=True)
