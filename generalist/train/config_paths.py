@@ -34,7 +34,7 @@ PATH_KEYS: dict[str, str] = {
 
 # How each kind reads in the generated config reference (generalist.train.config_docs).
 KIND_NOTES: dict[str, str] = {
-    "module": "file entries (`x.py`, `a/b.py`) are relative to the config file's folder",
+    "module": "file entries (`x.py`, `a/b.py`, `own_tasks.yaml`) are relative to the config file's folder",
     "path": "relative to the config file's folder",
     "checkpoint": "a checkpoint path is relative to the config file's folder",
     "model_source": "a path (it starts with `./`, `../`, `/` or `~`, has two or more `/`, or "
@@ -44,7 +44,7 @@ KIND_NOTES: dict[str, str] = {
 
 def _is_path(kind: str, value: str, base: Path) -> bool:
     if kind == "module":  # the rule of generalist.catalog.loading.import_user_module
-        return value.endswith(".py") or "/" in value
+        return value.endswith((".py", ".yaml", ".yml")) or "/" in value
     if kind == "checkpoint":
         return value.lower() not in ("auto", "none", "null", "")
     if kind == "model_source":
