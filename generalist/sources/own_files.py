@@ -106,9 +106,12 @@ def _csv_rows(
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) != len(header):
-                yield reader.line_num, BadRecord(
-                    f"{name}: {path} line {reader.line_num} has {len(cells)} cells; the header "
-                    f"has {len(header)} (a comma inside a value needs quotes)"
+                yield (
+                    reader.line_num,
+                    BadRecord(
+                        f"{name}: {path} line {reader.line_num} has {len(cells)} cells; the header "
+                        f"has {len(header)} (a comma inside a value needs quotes)"
+                    ),
                 )
                 continue
             yield reader.line_num, dict(zip(header, cells, strict=True))
@@ -211,7 +214,9 @@ def _text(content: object) -> str:
     """A turn's text: a string, or the text parts of a list of {type, text} parts."""
     if isinstance(content, list):
         return " ".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
         )
     return str(content or "")
 
@@ -258,7 +263,9 @@ def _split_of(
     return patient_split(group, f"seed{source.seed}", source.fractions.get("validation", 0.0), test)
 
 
-def _field_problem(source: FlatSource, fields: Mapping[str, object], where: str) -> BadRecord | None:
+def _field_problem(
+    source: FlatSource, fields: Mapping[str, object], where: str
+) -> BadRecord | None:
     value = str(fields.get(source.target, "")).strip()
     if not value:
         return BadRecord(f"{where}: field {source.target!r} is empty")
