@@ -34,8 +34,7 @@ PATH_KEYS: dict[str, str] = {
 
 # How each kind reads in the generated config reference (generalist.train.config_docs).
 KIND_NOTES: dict[str, str] = {
-    "module": "file entries (`x.py`, `a/b.py`, `own_tasks.yaml`) are relative to the config "
-    "file's folder",
+    "module": "file entries (`x.py`, `a/b.py`) are relative to the config file's folder",
     "path": "relative to the config file's folder",
     "checkpoint": "a checkpoint path is relative to the config file's folder",
     "model_source": "a path (it starts with `./`, `../`, `/` or `~`, has two or more `/`, or "
