@@ -12,7 +12,7 @@ from generalist.tasks.declared import OwnTask, register
 
 from generalist.catalog.loading import import_user_module
 from generalist.catalog.mixture import MIXTURES
-from generalist.catalog.records import BadRecord, Record
+from generalist.catalog.records import DATASETS, BadRecord, Record
 from generalist.catalog.task import TASKS
 from generalist.cli import main as cli_main
 from generalist.errors import ConfigError, DataError
@@ -204,3 +204,21 @@ def test_declaration_mistakes_are_one_line_before_any_work(folder: Path, tmp_pat
     )
     with pytest.raises(ConfigError, match=r"t.yaml: own_tasks.0.instructions: Field required"):
         import_user_module(str(path))
+
+
+def test_tasks_declared_in_the_run_config_itself_register_on_load(folder: Path) -> None:
+    from generalist.catalog.loading import load_catalog
+    from generalist.train.config import load_config
+
+    config = folder / "run.yaml"
+    config.write_text(
+        "own_tasks:\n  - {name: inline_chat, kind: vqa, data: chat.jsonl, instructions: [Look.]}\n"
+        "tasks: {inline_chat: 1.0}\nmodel: {tiny: {}}\n"
+    )
+    cfg = load_config(config)
+    assert cfg.imports == [str(config)]
+    load_catalog(cfg.imports)
+    assert TASKS.get("inline_chat").dataset == "inline_chat"
+    dataset = DATASETS.get("inline_chat")
+    assert dataset.default_source is not None  # the data file, relative to the run config
+    assert len(list(dataset.records(dataset.default_source(), "train"))) == 17
