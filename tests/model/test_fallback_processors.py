@@ -125,7 +125,8 @@ def test_a_torchvision_that_fails_to_import_is_hidden_and_the_fallback_used(tmp_
     )
     assert (
         f"torchvision 0.99.0+cu130 is installed but does not import beside torch "
-        f"{torch.__version__} (RuntimeError: operator torchvision::nms does not exist); fix: pip uninstall torchvision"
+        f"{torch.__version__} (RuntimeError: operator torchvision::nms does not exist); "
+        "fix: pip uninstall torchvision"
     ) in warned[0]
 
 

@@ -52,7 +52,7 @@ def test_own_csv_and_jsonl_tasks_shard_train_on_two_ranks_and_evaluate(
                         "patch_size": 16,
                         "vocab_size": 200,
                     }
-                },  # fmt: skip
+                },
                 "lora": {"enabled": False},
                 "deepspeed": 2,
                 "optim": {"lr": 3e-3, "warmup_steps": 1, "decay": "constant"},
