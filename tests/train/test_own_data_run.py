@@ -12,8 +12,21 @@ import pytest
 import yaml
 
 from generalist.cli import main as cli_main
-from tests.sources.own_data import make_folder
-from tests.train.test_runs import finish, launch
+
+
+def _load_by_path(path: Path):
+    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_helper_own_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HERE = Path(__file__).parent
+make_folder = _load_by_path(HERE.parent / "sources" / "own_data.py").make_folder
+runs = _load_by_path(HERE / "test_runs.py")  # its launch and finish
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +77,7 @@ def test_own_csv_and_jsonl_tasks_shard_train_on_two_ranks_and_evaluate(
             }
         )
     )
-    finish(launch(config), config)
+    runs.finish(runs.launch(config), config)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
