@@ -222,3 +222,24 @@ def test_tasks_declared_in_the_run_config_itself_register_on_load(folder: Path) 
     dataset = DATASETS.get("inline_chat")
     assert dataset.default_source is not None  # the data file, relative to the run config
     assert len(list(dataset.records(dataset.default_source(), "train"))) == 17
+
+
+def test_the_worked_example_of_docs_own_data_declares_its_tasks_and_mixture(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "own_data.md").read_text()
+    declarations = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)[0]
+    make_folder(tmp_path / "clinic")  # the same columns as the example's labels.csv
+    (tmp_path / "clinic" / "own_tasks.yaml").write_text(declarations)
+    run = subprocess.run(
+        [sys.executable, "-m", "generalist.cli", "tasks", "--import", "clinic/own_tasks.yaml"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"^clinic_diagnosis +classification ", run.stdout, flags=re.M)
+    assert re.search(r"^clinic_report +report_generation ", run.stdout, flags=re.M)
+    assert (
+        "clinic_demo: clinic_diagnosis 20.00%, clinic_report 10.00%, easy_vqa 42.00%" in run.stdout
+    )
