@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from generalist.catalog.loading import DECLARATION_LOADERS
 from generalist.catalog.mixture import MIXTURES, Mixture
 from generalist.catalog.parts import PromptParts
 from generalist.catalog.records import DATASETS, BadRecord, Dataset, Record
 from generalist.catalog.task import KIND_METRICS, TASKS, Task
+from generalist.config_base import StrictConfig
 from generalist.errors import ConfigError
 from generalist.sources.own_files import FLAT_FIELDS, ROW_KEYS, FlatSource, iter_records
 
@@ -49,11 +50,7 @@ DEFAULT_QUESTION = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OwnTask(_Strict):
+class OwnTask(StrictConfig):
     """One task over one data file (see the module docstring)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -75,7 +72,7 @@ class OwnTask(_Strict):
     description: str = ""
 
 
-class OwnMixture(_Strict):
+class OwnMixture(StrictConfig):
     """A mixture of the own tasks at their rates, `beside` a registered mixture (whose tasks
     share what the own rates leave: own rates are then fractions summing below 1)."""
 
@@ -84,8 +81,8 @@ class OwnMixture(_Strict):
     min_per_batch: int = Field(0, ge=0)
 
 
-class Declarations(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the rest of a run config is not ours
+class Declarations(StrictConfig):
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the rest of a run config: not ours
     own_tasks: list[OwnTask] = Field(min_length=1)
     own_mixture: OwnMixture | None = None
 
@@ -214,12 +211,7 @@ def load_declarations(path: Path) -> list[Task]:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict) or "own_tasks" not in raw:
         raise ConfigError(f"{path}: no `own_tasks` list (the tasks declared in YAML)")
-    try:
-        declared = Declarations.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+    declared = Declarations.parse(raw, where=str(path))
     base = path.parent
     anchored = [t.model_copy(update={"data": base / t.data}) for t in declared.own_tasks]
     declared = declared.model_copy(update={"own_tasks": anchored})

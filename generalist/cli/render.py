@@ -29,7 +29,7 @@ from generalist.cli.options import (
 )
 from generalist.errors import GeneralistError
 from generalist.model.bundle import ModelBundle
-from generalist.model.config import LoraSettings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.pretrained import detect_family, load_processor
 from generalist.shards.manifest import read_records
 
@@ -75,7 +75,7 @@ def weightless_bundle(model: str, chat: bool) -> ModelBundle:
     tokenizer = getattr(processor, "tokenizer", processor)
     image_token = getattr(processor, "image_token", None) if family != "causal_lm" else None
     image_token = getattr(image_token, "content", image_token)  # BLIP-2 keeps an AddedToken
-    config = parse_model_config(
+    config = ModelConfig.parse(
         {"name_or_path": model, "prompt_format": "chat" if chat else "raw"}, where="--tokens"
     )
     stub = types.SimpleNamespace(config=AutoConfig.from_pretrained(model))

@@ -12,7 +12,7 @@ from generalist.catalog.task import TASKS
 from generalist.cli import main as cli_main
 from generalist.cli.render import render_examples, source_records
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 
 
 def _load_by_path(path: Path):
@@ -36,7 +36,7 @@ def test_render_tokens_shows_the_collators_ids_and_label_mask(tmp_path, h, capsy
     head = next(i for i, line in enumerate(lines) if line.startswith("[TOKENS: "))
     summary, cells, trained = lines[head : head + 3]
     # what the training collator of the built model (weights and all) makes of the same example
-    bundle = build_model(parse_model_config({"name_or_path": str(qwen)}), parse_lora_settings({}))
+    bundle = build_model(ModelConfig.parse({"name_or_path": str(qwen)}), LoraSettings.parse({}))
     task = TASKS.get("easy_vqa_shape")
     records = source_records(task, None, task.eval_split)  # the example render showed
     (example,) = render_examples(task, records, source_records(task, None, "train"), 1, 0, False)
