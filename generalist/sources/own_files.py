@@ -69,6 +69,11 @@ def rows(path: Path, name: str) -> Iterator[tuple[int, dict[str, object] | BadRe
     if path.suffix.lower() in (".csv", ".tsv"):
         yield from _csv_rows(path, name, "\t" if path.suffix.lower() == ".tsv" else ",")
         return
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise DataError(
+            f"{name}: {path}: read are .csv, .tsv and .jsonl (one JSON object per line) files; "
+            f"a .json list converts with: jq -c '.[]' {path.name} > {path.stem}.jsonl"
+        )
     with open(path, encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():

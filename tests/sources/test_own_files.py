@@ -198,6 +198,9 @@ def test_declaration_mistakes_are_one_line_before_any_work(folder: Path, tmp_pat
         register(_own("no_report", folder, kind="report_generation", labels=[]))
     with pytest.raises(ConfigError, match=r"fields \['diagnosis'\] are not ours to map"):
         register(_own("wrong_way", folder, fields={"diagnosis": "label", "label": "diagnosis"}))
+    (tmp_path / "chat.json").write_text("[]")  # LLaMA-Factory's .json list: one line to convert
+    with pytest.raises(DataError, match=r"jq -c '\.\[\]' chat.json > chat.jsonl"):
+        list(iter_records(FlatSource(tmp_path / "chat.json", form="conversation"), "train"))
     path = tmp_path / "t.yaml"
     path.write_text(
         "own_tasks:\n  - name: x\n    kind: vqa\n    data: a.jsonl\n    instruction: [a]\n"
