@@ -121,7 +121,7 @@ def global_batches(shard_root: Path):
             if state is not None:
                 loader.load_state_dict(state, reshard=reshard)
             per_rank.append([[e.id for e in b] for b in itertools.islice(iter(loader), n)])
-        return [sum((per_rank[r][g] for r in range(world)), []) for g in range(n)]
+        return [list(itertools.chain(*(per_rank[r][g] for r in range(world)))) for g in range(n)]
 
     return collect
 

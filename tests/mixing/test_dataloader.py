@@ -46,7 +46,11 @@ def test_two_workers_exact_resume_and_counts(shard_root: Path, schedule: str) ->
 
 def test_ranks_and_workers_read_the_split_once(shard_root: Path, global_batches) -> None:
     """One task, 2 ranks x 2 workers, global batch 10: 20 global batches are the split, once."""
-    ids = sum(global_batches(mixture_from_rates("one", {"st_task_many": 1.0}), 2, 5, 2, 20), [])
+    ids = list(
+        itertools.chain.from_iterable(
+            global_batches(mixture_from_rates("one", {"st_task_many": 1.0}), 2, 5, 2, 20)
+        )
+    )
     assert sorted(ids) == sorted(r.id for r in read_records(shard_root, "st_many", "train"))
 
 

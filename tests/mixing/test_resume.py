@@ -155,5 +155,5 @@ def test_resume_refuses_another_seed_and_a_foreign_state(shard_root: Path) -> No
         build_stream(MIX, shard_root, seed=3, batch_size=3).load_state_dict({"format": 99})
     inside = build_stream(MIX, shard_root, seed=3, batch_size=3)
     ids(inside, 7)
-    with pytest.raises(ConfigError, match="inside a batch .* needs a whole batch"):
+    with pytest.raises(ConfigError, match=r"inside a batch .* needs a whole batch"):
         build_stream(MIX, shard_root, seed=3, batch_size=4).load_state_dict(inside.state_dict())

@@ -91,7 +91,11 @@ def test_two_ranks_two_workers_cover_a_task_with_fewer_shards_than_readers(
 ) -> None:
     """st_few: 51 records in 3 shards, 4 readers; 8 global batches of 6 hold 48 distinct
     records, 9 hold all 51 (and 3 of the next epoch)."""
-    ids = sum(global_batches(mixture_from_rates("few", {"st_task_few": 1.0}), 2, 3, 2, 9), [])
+    ids = list(
+        itertools.chain.from_iterable(
+            global_batches(mixture_from_rates("few", {"st_task_few": 1.0}), 2, 3, 2, 9)
+        )
+    )
     assert len(set(ids[:48])) == 48
     assert Counter(ids[:51]) == Counter(r.id for r in read_records(shard_root, "st_few", "train"))
 

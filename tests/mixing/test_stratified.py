@@ -64,7 +64,7 @@ RATE_SETS = {
 def test_every_batch_end_up_to_100k_is_within_one_example(name: str) -> None:
     rates = normalised(RATE_SETS[name])
     tasks = list(rates)
-    for global_batch, seed in ((64, 0), (7, 3), (1, 2)):
+    for global_batch, seed in ((64, 0), (7, 3)):
         schedule = make_schedule("stratified", tasks, rates, seed, global_batch, 0)
         seq = labels(schedule, 100_000 // global_batch * global_batch)
         worst = worst_prefix_error(seq, [rates[t] for t in tasks], global_batch)

@@ -51,7 +51,11 @@ def test_ranks_take_turns_over_the_records(
     dataset = TASKS.get(task).dataset
     everything = sorted(r.id for r in read_records(shard_root, dataset, "train"))
     size = world * batch
-    seen = sum(global_batches(mix, world, batch, workers, -(-len(everything) // size), seed=5), [])
+    seen = list(
+        itertools.chain.from_iterable(
+            global_batches(mix, world, batch, workers, -(-len(everything) // size), seed=5)
+        )
+    )
     assert sorted(seen[: len(everything)]) == everything  # no record twice, none left out
 
 
