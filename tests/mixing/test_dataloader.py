@@ -75,5 +75,5 @@ def test_resume_from_zero_to_two_workers_continues_the_same_sequence(shard_root:
     assert two.last_resume == (
         "stream resumed with num_workers 0 -> 2: continues with the same global sequence"
     )
-    assert sum(batches(two.dataloader(), 8), []) == full[40:]
+    assert list(itertools.chain.from_iterable(batches(two.dataloader(), 8))) == full[40:]
     assert sum(two.counts().values()) == 40 + 8 * 4
