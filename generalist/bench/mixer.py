@@ -8,7 +8,9 @@ worker), so every rank of a large world is computed here without data or process
 shipped `multimedbench` mixture (Med-PaLM M's Table A.1 rates, min_per_batch 1, the stratified
 schedule unless --schedule iid) it deals `--batches` global batches of batch-size x world and
 reports, per world size and per task: the examples each rank received (min / max over ranks)
-and the worst relative deviation of a rank from the even share, the same over readers
+and the worst deviation of a rank from the even share (relative, and in standard deviations of
+chance placement, sqrt(mean): what an even random deal gives is about 3-4 at 256 ranks), the
+same over readers
 (rank x worker), how often each record was read (min / max; records per task: examples-
 proportional to 100,000 records, at least `--min-records`, so a rare task has fewer records than
 readers at 256 x 4), and the resume time (a fresh schedule jumping to global batch 10^7 and
@@ -69,9 +71,11 @@ def simulate(
             "rank_min": int(ranks.min()),
             "rank_max": int(ranks.max()),
             "worst_rank_deviation": _deviation(ranks),
+            "worst_rank_z": _z(ranks),
             "reader_min": int(slots.min()),
             "reader_max": int(slots.max()),
             "worst_reader_deviation": _deviation(slots),
+            "worst_reader_z": _z(slots),
             "records": records[i],
             "reads_per_record": [int(reads.min()), int(reads.max())],
         }
@@ -90,6 +94,13 @@ def _deviation(counts: np.ndarray) -> float:
     """max over ranks of |count - mean| / mean (0 when the task was never seen)."""
     mean = counts.mean()
     return round(float(np.abs(counts - mean).max() / mean), 4) if mean else 0.0
+
+
+def _z(counts: np.ndarray) -> float:
+    """max over ranks of |count - mean| / sqrt(mean): in standard deviations of a count that
+    falls on a rank by chance (a rare task's few examples per rank make the ratio noisy)."""
+    mean = counts.mean()
+    return round(float(np.abs(counts - mean).max() / np.sqrt(mean)), 2) if mean else 0.0
 
 
 def _resume_s(
@@ -139,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = simulate(kind, rates, mixture.min_per_batch, world, args.batch_size,
                        args.workers, batches, args.min_records)  # fmt: skip
         result["worlds"][str(world)] = run  # type: ignore[index]
-        worst = max(t["worst_rank_deviation"] for t in run["tasks"].values())  # type: ignore[union-attr]
+        worst = max(t["worst_rank_z"] for t in run["tasks"].values())  # type: ignore[union-attr]
         print(f"world {world}: {batches} global batches of {size}, worst rank deviation "
-              f"{worst:.3f}, resume {run['resume_s']} s")  # fmt: skip
+              f"{worst:.2f} sd, resume {run['resume_s']} s")  # fmt: skip
     print(json.dumps(result))
     return 0
