@@ -129,11 +129,22 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
     """Restore the engine from checkpoint `path` (every rank). Returns (step, data position,
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""
     meta = json.loads((path / "trainer.json").read_text())
-    if meta["world_size"] != dist.world_size():
-        raise ConfigError(
-            f"checkpoint {path} was written by {meta['world_size']} ranks, this run has "
-            f"{dist.world_size()}; resume with the same number of ranks or set resume=none"
-        )
+    saved_world = int(meta["world_size"])
+    if saved_world != dist.world_size():
+        # ZeRO-3 partitions the weights themselves by rank: DeepSpeed reloads them only at the
+        # saved world size (ZeRO-1/2 merge and re-split the optimizer's partitions)
+        if engine.zero_optimization_partition_weights():
+            raise ConfigError(
+                f"checkpoint {path} was written by {saved_world} ranks under ZeRO-3, this run "
+                f"has {dist.world_size()}; resume ZeRO-3 with {saved_world} ranks (or convert "
+                f"with DeepSpeed's ds_to_universal), or set resume=none"
+            )
+        if dist.is_main():
+            print(
+                f"generalist train: resuming {path} at world size {dist.world_size()} "
+                f"(saved by {saved_world} ranks); the data stream continues its global sequence",
+                flush=True,
+            )
     # DeepSpeed's own loader unpickles with weights_only=False: a crafted file could run code.
     engine.checkpoint_engine.load = weights_only_load
     loaded, _ = engine.load_checkpoint(
@@ -145,7 +156,9 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
     )
     if loaded is None:
         raise ConfigError(f"checkpoint {path}: DeepSpeed could not load {path / ENGINE_TAG}")
-    rank = dist.rank()
+    # the data position is the same on every rank; a rank the saved run did not have takes
+    # rank 0's files (its RNG state too: dropout masks then differ from any earlier run's)
+    rank = dist.rank() if dist.rank() < saved_world else 0
     position = json.loads((path / "data" / f"rank-{rank}.json").read_text())
     rng = weights_only_load(path / "rng" / f"rank-{rank}.pt")
     return int(meta["step"]), position, rng

@@ -8,6 +8,7 @@ Each launch costs ~30-60 s on 2 cores, so one uninterrupted ZeRO-2 run serves bo
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -36,9 +37,9 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(config: Path, *overrides: str) -> subprocess.Popen:
+def launch(config: Path, *overrides: str, ranks: int = 2) -> subprocess.Popen:
     """`deepspeed --num_gpus 2 --module generalist.cli train CONFIG ...`, own process group."""
-    cmd = [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_port())]
+    cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(_port())]
     cmd += ["--module", "generalist.cli", "train", str(config), *overrides]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env["OMP_NUM_THREADS"] = "1"  # two ranks on two cores
@@ -140,6 +141,29 @@ def test_two_nodes_give_the_losses_of_one_node(zero2_run, tiny_config_module, tm
         (latest_checkpoint(config.with_suffix("") / "checkpoints") / "trainer.json").read_text()
     )
     assert meta["world_size"] == 2
+
+
+def test_resume_at_another_world_size_keeps_the_global_batch(zero2_run, tiny_config_module):
+    """Issue 22 item 4: the 2-rank run's step-12 checkpoint resumes on 1 rank with micro-batch
+    8 (global batch 8 as before): accepted, said in one line each, and the stream continues
+    the same global sequence (generation 0, position + 2 steps x 8 x group_by_length 2)."""
+    import shutil
+
+    config = tiny_config_module("elastic.yaml", deepspeed=2, steps=14, **LORA)
+    config.write_text(config.read_text().replace("micro_batch_size: 4", "micro_batch_size: 8"))
+    out = config.with_suffix("")
+    shutil.copytree(zero2_run[1], out)
+    finish(launch(config, ranks=1), config)
+    log = config.with_suffix(".log").read_text()
+    assert "at world size 1 (saved by 2 ranks)" in log
+    assert "batch.micro_batch_size 4 -> 8" in log
+    curve = losses(out)
+    assert {13, 14} <= set(curve) and all(math.isfinite(curve[s]) for s in (13, 14))
+    before = json.loads((out / "checkpoints/step-000012/data/rank-0.json").read_text())
+    after = json.loads((out / "checkpoints/step-000014/data/rank-0.json").read_text())
+    assert before["done"] == after["done"] == 0  # both at a window's end
+    assert after["window"]["generation"] == before["window"]["generation"] == 0
+    assert after["window"]["position"] == before["window"]["position"] + 2 * 8
 
 
 def test_kill_9_then_resume_matches_uninterrupted_run(zero2_run, tiny_config_module) -> None:
