@@ -11,9 +11,10 @@ kept encoded, `format_example` with the same exemplar pools), in one process, in
 For each it reports examples/s, the rate error (worst task, in examples: |count - rate x n|)
 after 6k and 60k examples and over every prefix that ends a batch, and the time to resume at
 example 50,000 (a new loader from the saved state, plus its first batch; `resume_exact`: that
-batch is the one the uninterrupted run read). Targets: ours >= 1.0x the fastest peer in examples/s, at most
-1 example of rate error at every batch end (stratified schedule), resume under 1 s. Loaders not
-installed (the `bench` extra) are skipped with a note. The last line is one JSON object.
+batch is the one the uninterrupted run read). Targets: ours >= 1.0x the fastest peer in
+examples/s, at most 1 example of rate error at every batch end (stratified schedule), resume
+under 1 s. Loaders not installed (the `bench` extra) are skipped with a note. The last line is
+one JSON object.
 """
 
 from __future__ import annotations
