@@ -179,14 +179,16 @@ class Schedule:
         labels = self.window(index // self.window_batches).labels
         return labels[start : start + self.global_batch]
 
-    def occurrences(self, index: int) -> list[int]:
-        """For each position of global batch `index`: how many examples of its task precede it
-        in this generation's sequence (the k of "the k-th example of the task")."""
+    def occurrences(self, index: int, lo: int = 0, hi: int | None = None) -> list[int]:
+        """For positions lo..hi (default: all) of global batch `index`: how many examples of its
+        task precede each in this generation's sequence (the k of "the k-th example of the
+        task")."""
         start = (index % self.window_batches) * self.global_batch
         window = self.window(index // self.window_batches)
+        first, last = start + lo, start + (self.global_batch if hi is None else hi)
         return [
             window.before[label] + window.within[p]
-            for p, label in enumerate(window.labels[start : start + self.global_batch], start)
+            for p, label in enumerate(window.labels[first:last], first)
         ]
 
     def counts_before(self, index: int) -> list[int]:

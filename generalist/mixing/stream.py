@@ -144,7 +144,7 @@ class MixtureStream(IterableDataset):
         g, b = consumed // batch + worker, consumed % batch
         while True:
             labels = schedule.batch(g)[rank * batch : (rank + 1) * batch]
-            ks = schedule.occurrences(g)[rank * batch : (rank + 1) * batch]
+            ks = schedule.occurrences(g, rank * batch, (rank + 1) * batch)
             for label, k in zip(labels[b:], ks[b:]):
                 plan, k = self.plans[label], k + offsets[label]
                 where, record = readers[label].read(k)
