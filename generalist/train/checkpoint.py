@@ -132,26 +132,32 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
     saved_world = int(meta["world_size"])
     if saved_world != dist.world_size():
         # ZeRO-3 partitions the weights themselves by rank: DeepSpeed reloads them only at the
-        # saved world size (ZeRO-1/2 merge and re-split the optimizer's partitions)
+        # saved world size (ZeRO-1/2 keep whole weights and merge their fp32 partitions)
         if engine.zero_optimization_partition_weights():
             raise ConfigError(
                 f"checkpoint {path} was written by {saved_world} ranks under ZeRO-3, this run "
                 f"has {dist.world_size()}; resume ZeRO-3 with {saved_world} ranks (or convert "
                 f"with DeepSpeed's ds_to_universal), or set resume=none"
             )
-        if dist.is_main():
-            print(
-                f"generalist train: resuming {path} at world size {dist.world_size()} "
-                f"(saved by {saved_world} ranks); the data stream continues its global sequence",
-                flush=True,
-            )
+    # ZeRO-1/2 optimizer moments are partitioned by rank, and DeepSpeed refuses to re-split
+    # them for another world size: the weights (fp32 partitions merged and re-split), the lr
+    # schedule and the data position carry over, the moments restart
+    moments = saved_world == dist.world_size() or not engine.zero_optimization()
+    if saved_world != dist.world_size() and dist.is_main():
+        restart = "" if moments else "; the ZeRO optimizer's moments restart"
+        print(
+            f"generalist train: resuming {path} at world size {dist.world_size()} (saved by "
+            f"{saved_world} ranks): weights, lr schedule and the data stream's global sequence "
+            f"continue{restart}",
+            flush=True,
+        )
     # DeepSpeed's own loader unpickles with weights_only=False: a crafted file could run code.
     engine.checkpoint_engine.load = weights_only_load
     loaded, _ = engine.load_checkpoint(
         str(path),
         tag=ENGINE_TAG,
         load_module_strict=False,  # frozen weights are not in it; build_model recreates them
-        load_optimizer_states=True,
+        load_optimizer_states=moments,
         load_lr_scheduler_states=True,
     )
     if loaded is None:
