@@ -130,15 +130,14 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""
     meta = json.loads((path / "trainer.json").read_text())
     saved_world = int(meta["world_size"])
-    if saved_world != dist.world_size():
-        # ZeRO-3 partitions the weights themselves by rank: DeepSpeed reloads them only at the
-        # saved world size (ZeRO-1/2 keep whole weights and merge their fp32 partitions)
-        if engine.zero_optimization_partition_weights():
-            raise ConfigError(
-                f"checkpoint {path} was written by {saved_world} ranks under ZeRO-3, this run "
-                f"has {dist.world_size()}; resume ZeRO-3 with {saved_world} ranks (or convert "
-                f"with DeepSpeed's ds_to_universal), or set resume=none"
-            )
+    # ZeRO-3 partitions the weights themselves by rank: DeepSpeed reloads them only at the
+    # saved world size (ZeRO-1/2 keep whole weights and merge their fp32 partitions)
+    if saved_world != dist.world_size() and engine.zero_optimization_partition_weights():
+        raise ConfigError(
+            f"checkpoint {path} was written by {saved_world} ranks under ZeRO-3, this run "
+            f"has {dist.world_size()}; resume ZeRO-3 with {saved_world} ranks (or convert "
+            f"with DeepSpeed's ds_to_universal), or set resume=none"
+        )
     # ZeRO-1/2 optimizer moments are partitioned by rank, and DeepSpeed refuses to re-split
     # them for another world size: the weights (fp32 partitions merged and re-split), the lr
     # schedule and the data position carry over, the moments restart
