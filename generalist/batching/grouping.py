@@ -47,11 +47,21 @@ def grouped_batches(
     if start is not None:
         loader.load_state_dict(start["window"])
         skip = int(start["done"])
+        if skip and loader.stream.last_resume is not None:  # ranks or batch changed
+            raise ConfigError(
+                f"the checkpoint stands inside a length-grouping window ({skip} micro-batches "
+                f"of it used), which other ranks or batch sizes cut differently; resume with "
+                f"the saved world size and batch, or from a checkpoint at a window's end"
+            )
     window_state = loader.state_dict()
     for window in loader:
         encoded = collator.encode_many(window)  # batched processor calls: ~2x faster
-        for done, group in enumerate(group_by_length(encoded, micro, lambda r: r.length), 1):
+        groups = group_by_length(encoded, micro, lambda r: r.length)
+        for done, group in enumerate(groups, 1):
             if done > skip:
-                yield {"window": window_state, "done": done}, collator.pad(group)
+                if done == len(groups):  # a used-up window: the position is the next one's
+                    yield {"window": loader.state_dict(), "done": 0}, collator.pad(group)
+                else:
+                    yield {"window": window_state, "done": done}, collator.pad(group)
         skip = 0
         window_state = loader.state_dict()
