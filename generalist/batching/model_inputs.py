@@ -7,6 +7,7 @@ from typing import Any
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
     "attention_mask",
+    "position_ids",  # packed batches: positions restart per example
     "labels",
     "token_type_ids",
     "mm_token_type_ids",

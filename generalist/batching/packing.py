@@ -1,0 +1,190 @@
+"""Packing (`batch.packing: true`): several examples in one row of at most `batch.max_tokens`
+tokens, each attending only to itself, so a packed micro-batch computes exactly what the same
+examples compute unpacked (per-example losses and gradients within float rounding; tested
+against unpacked in fp32 for every family it accepts).
+
+    row:       [ example a: tokens | dummy ][ example b: tokens ][ example c ... ][pad]
+    positions:   0 1 2 ... n_a-1 .. m_a-1     0 1 ... n_b-1        0 1 ...        0 ..
+    attention:  causal inside each example's block (a block-diagonal 4D additive mask that
+                sdpa and eager take as is); a dummy image's tokens and the padding are
+                attended by no real token, as unpacked (each padding position sees itself
+                only, so no softmax row is empty)
+    images:     every example's image tensors, in token order (the family's processor order)
+
+Rows are filled by best-fit decreasing (`pack_lengths`), at most `max_tokens` tokens a row.
+Losses come back per example (`packed_example_losses`), with the label shift inside each
+example, so the global-token normalisation of generalist.train.step is unchanged.
+
+Families whose image or position inputs are not per token in row order (M-RoPE's per-row
+rope index, Gemma 3's bidirectional image blocks, Mllama's cross-attention, the per-row tiles
+of Idefics3 / LLaVA-NeXT / OneVision, prefix-LM PaliGemma, encoder-decoder BLIP-2), and the
+flash-attention kernel, are refused by `check_packable` with a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from generalist.batching.padding import IGNORE_INDEX, Encoded
+from generalist.batching.tiled_images import join_images
+from generalist.errors import ConfigError, DataError
+
+# the token layouts (generalist.batching.token_layout kinds) whose packing is exact
+PACKABLE_KINDS = ("default", "text")
+
+
+def check_packable(layout_kind: str, model_type: str, attn_implementation: str) -> None:
+    """Raise a ConfigError naming `batch.packing` when this family or kernel cannot be packed
+    exactly (checked before any data is read)."""
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ConfigError(
+            f"batch.packing: model.attn_implementation {attn_implementation!r} cannot keep "
+            "attention inside each packed example here; use sdpa or eager, or batch.packing: "
+            "false (batch.max_tokens alone gives token-budget micro-batches)"
+        )
+    if layout_kind not in PACKABLE_KINDS:
+        raise ConfigError(
+            f"batch.packing: the {model_type!r} family (token layout {layout_kind!r}) cannot be "
+            f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set batch.packing: "
+            "false (batch.max_tokens alone gives token-budget micro-batches)"
+        )
+
+
+def pack_lengths(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` in rows of total length <= capacity, by best-fit decreasing: the
+    longest first, each into the fullest row it fits. Rows come back in the order of their
+    first index, their indices ascending (deterministic; the stream's order is kept)."""
+    for i, n in enumerate(lengths):
+        if n > capacity:
+            raise DataError(
+                f"an example of {n} tokens (index {i} of its window) does not fit in "
+                f"batch.max_tokens {capacity}; raise batch.max_tokens (at least batch.max_length "
+                "plus a dummy image's tokens)"
+            )
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        fits = [r for r in range(len(rows)) if free[r] >= lengths[i]]
+        if fits:
+            best = min(fits, key=lambda r: (free[r], r))
+            rows[best].append(i)
+            free[best] -= lengths[i]
+        else:
+            rows.append([i])
+            free.append(capacity - lengths[i])
+    rows = [sorted(r) for r in rows]
+    rows.sort(key=min)
+    return rows
+
+
+def budget_groups(lengths: Sequence[int], max_tokens: int, cap: int) -> list[list[int]]:
+    """Token budget without packing: indices sorted by length, cut into micro-batches of as
+    many examples as fit in `max_tokens` padded positions (rows x longest), at most `cap`
+    each; groups in the order of their first index (as group_by_length)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups: list[list[int]] = []
+    for i in order:
+        if lengths[i] > max_tokens:
+            raise DataError(
+                f"an example of {lengths[i]} tokens does not fit in batch.max_tokens "
+                f"{max_tokens}; raise batch.max_tokens"
+            )
+        last = groups[-1] if groups else None
+        # sorted ascending: the new example is the longest of its group
+        if last is not None and len(last) < cap and (len(last) + 1) * lengths[i] <= max_tokens:
+            last.append(i)
+        else:
+            groups.append([i])
+    groups.sort(key=min)
+    return groups
+
+
+def pack_batch(
+    rows: Sequence[Sequence[Encoded]], pad_id: int, layout_kind: str, image_token_id: int
+) -> dict[str, Any]:
+    """A packed micro-batch from its rows' encoded examples (training layout only).
+
+    Keys: input_ids, labels, position_ids, attention_mask (4D additive, float32: 0 where a
+    query may attend, the dtype's minimum elsewhere), image tensors, example_index (which
+    example of the batch each position belongs to, -1 on padding), real_tokens, task_names,
+    example_ids (examples in row order).
+    """
+    width = max(sum(e.length for e in row) for row in rows)
+    n_rows = len(rows)
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    labels = torch.full((n_rows, width), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((n_rows, width), dtype=torch.long)
+    index = torch.full((n_rows, width), -1, dtype=torch.long)
+    allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+    examples: list[Encoded] = []
+    real = 0
+    for r, row in enumerate(rows):
+        start = 0
+        for e in row:
+            body, n = len(e.input_ids), e.length
+            end = start + n
+            ids[r, start : start + body] = torch.tensor(e.input_ids)
+            ids[r, start + body : end] = torch.tensor(e.dummy, dtype=torch.long)
+            labels[r, start : start + body] = torch.tensor(e.labels)
+            labels[r, start] = IGNORE_INDEX  # as unpacked: no token predicts a row's first
+            positions[r, start:end] = torch.arange(n)
+            index[r, start:end] = len(examples)
+            # as unpacked: causal over the example's real tokens (attention_mask 1 there);
+            # its dummy tokens are keys of no query but themselves
+            causal = torch.ones((n, n), dtype=torch.bool).tril()
+            causal[:, body:] = False
+            allowed[r, start:end, start:end] = causal
+            allowed[r, range(start + body, end), range(start + body, end)] = True
+            examples.append(e)
+            real += body
+            start = end
+        allowed[r, range(start, width), range(start, width)] = True  # padding: itself
+    mask = torch.zeros((n_rows, 1, width, width), dtype=torch.float32)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    batch: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "position_ids": positions,
+        "example_index": index,
+        "real_tokens": real,
+    }
+    batch.update(join_images(layout_kind, [e.images for e in examples], ids, image_token_id))
+    batch["task_names"] = [e.task for e in examples]
+    batch["example_ids"] = [e.id for e in examples]
+    return batch
+
+
+def packed_target_counts(labels: torch.Tensor, index: torch.Tensor, shift: bool) -> torch.Tensor:
+    """Target tokens per example of a packed batch, as the loss counts them."""
+    if shift:  # each example's first label is a prompt token (-100): no pair crosses examples
+        labels, index = labels[:, 1:], index[:, 1:]
+    n = int(index.max()) + 1
+    target = (labels != IGNORE_INDEX) & (index >= 0)
+    return torch.bincount(index[target], minlength=n)
+
+
+def packed_example_losses(
+    logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, shift: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, number of target tokens) per example of a packed batch: the
+    same sums as generalist.batching.losses.example_losses gives the examples unpacked."""
+    index = index.to(labels.device)
+    n = int(index.max()) + 1
+    if shift:
+        logits, labels, index = logits[:, :-1], labels[:, 1:], index[:, 1:]
+    token = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )
+    target = (labels.reshape(-1) != IGNORE_INDEX) & (index.reshape(-1) >= 0)
+    which = index.reshape(-1)[target]
+    sums = torch.zeros(n, dtype=token.dtype, device=token.device).index_add(0, which, token[target])
+    counts = torch.bincount(which, minlength=n)
+    return sums, counts
