@@ -34,8 +34,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,59 @@ from generalist.train.config import TrainConfig, load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
 from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, PhaseTimer, train_window
+from generalist.train.step import LossMeter, real_and_positions, train_window
 from generalist.verbosity import quiet_libraries
 
 Step = Callable[[], list[dict[str, Any]]]  # one step; returns the micro-batches it trained on
+PHASES = ("data", "forward", "backward", "optimizer")
+
+
+class PhaseTimer:
+    """Seconds spent in each phase of training steps (data, forward, backward, optimizer).
+
+    The device is synchronised at each phase boundary so that asynchronous CUDA work is counted
+    in the phase that queued it; that costs a little, so only the bench times phases.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[name] += time.perf_counter() - start
+
+
+class TimedEngine:
+    """The engine as train_window sees it, its calls timed: forward (__call__), backward and
+    step (optimizer); the time between them is the data phase (token counts, copies to the
+    device), so the training step itself carries no timer."""
+
+    def __init__(self, engine: Any, timer: PhaseTimer) -> None:
+        self._engine, self._timer = engine, timer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def __call__(self, **inputs: Any) -> Any:
+        with self._timer.phase("forward"):
+            return self._engine(**inputs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        with self._timer.phase("backward"):
+            self._engine.backward(loss)
+
+    def step(self) -> None:
+        with self._timer.phase("optimizer"):
+            self._engine.step()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,17 +195,22 @@ def our_loop(
     engine = setup_engine(cfg, bundle.model, precision)
     _, batches = setup_data(cfg, mixture, bundle, None)
     meter = LossMeter([name for name, _ in mixture.tasks], device)
-    calls = [0]
+    calls, engine_before = [0], [0.0]
 
     def step(timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
-        with timer.phase("data") if timer is not None else nullcontext():
-            window = [next(batches) for _ in range(cfg.batch.grad_accum)]
+        start = time.perf_counter()
+        window = [next(batches) for _ in range(cfg.batch.grad_accum)]
         mode = cfg.batch.loss_normalization
-        train_window(engine, window, mode, device, precision, meter, timer)
+        timed = engine if timer is None else TimedEngine(engine, timer)
+        train_window(timed, window, mode, device, precision, meter)
+        if timer is not None:  # data: all but the engine's own calls
+            engine_s = sum(timer.seconds[p] for p in PHASES[1:])
+            timer.seconds["data"] += time.perf_counter() - start - (engine_s - engine_before[0])
+            engine_before[0] = engine_s
         calls[0] += 1
         if calls[0] % 10 == 0:
             meter.summary(engine.get_lr()[0])  # what logging.every=10 costs
-        return [batch for _, batch in window]
+        return [m.batch for m in window]
 
     return step
 
@@ -172,8 +226,9 @@ def measure(
         seen.extend(step())
     totals["seconds"] += time.perf_counter() - start
     for batch in seen:
-        totals["real"] += float(batch["attention_mask"].sum())
-        totals["positions"] += float(batch["attention_mask"].numel())
+        real, positions = real_and_positions(batch)
+        totals["real"] += real
+        totals["positions"] += positions
         if on_batch is not None:
             on_batch(batch)
 

@@ -98,8 +98,11 @@ def target_counts(labels: torch.Tensor, shift: bool) -> torch.Tensor:
     return (labels != IGNORE_INDEX).sum(dim=1)
 
 
-def example_target_counts(batch: dict[str, Any], shift: bool) -> torch.Tensor:
-    """Target tokens per example: per row, or per example of a packed batch."""
+def example_target_counts(batch: dict[str, Any] | torch.Tensor, shift: bool) -> torch.Tensor:
+    """Target tokens per example of a batch (or of its labels): per row, or per example of a
+    packed batch."""
+    if isinstance(batch, torch.Tensor):
+        return target_counts(batch, shift)
     if "example_index" in batch:
         return packed_target_counts(batch["labels"], batch["example_index"], shift)
     return target_counts(batch["labels"], shift)
@@ -138,12 +141,7 @@ def step_weights(
     all-reduce on every rank, except for micro_batch)."""
     if mode == "micro_batch":
         return StepWeights(mode)
-    counts = torch.cat(
-        [
-            target_counts(b, shift) if isinstance(b, torch.Tensor) else example_target_counts(b, shift)
-            for b in batches
-        ]
-    )
+    counts = torch.cat([example_target_counts(b, shift) for b in batches])
     local = [float(counts.sum()), float((counts > 0).sum())]
     totals = dist.all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=device)).tolist()
     denominator = totals[0] if mode == "global_tokens" else totals[1]
