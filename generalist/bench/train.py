@@ -121,6 +121,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split-steps", type=int, default=3, help="steps timed phase by phase")
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--group", type=int, default=8, help="micro-batches per length window")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=0,
+        help="tokens per micro-batch of the token-budget and packed loops (0: micro-batch size x "
+        "max_length); those loops take 4 x --micro-batch-size examples at most",
+    )
     parser.add_argument("--verbose", action="store_true", help="the libraries' own logs")
     return parser.parse_args(argv)
 
@@ -189,10 +196,15 @@ def plain_loop(
 
 
 def our_loop(
-    cfg: TrainConfig, mixture: Mixture, bundle: ModelBundle, device: torch.device, precision: str
+    cfg: TrainConfig,
+    mixture: Mixture,
+    bundle: ModelBundle,
+    device: torch.device,
+    precision: str,
+    model: torch.nn.Module | None = None,
 ) -> Callable[[PhaseTimer | None], list[dict[str, Any]]]:
     """generalist.train's setup and step body; a one-step closure (phases timed by `timer`)."""
-    engine = setup_engine(cfg, bundle.model, precision)
+    engine = setup_engine(cfg, bundle.model if model is None else model, precision)
     _, batches = setup_data(cfg, mixture, bundle, None)
     meter = LossMeter([name for name, _ in mixture.tasks], device)
     calls, engine_before = [0], [0.0]
@@ -213,6 +225,32 @@ def our_loop(
         return [m.batch for m in window]
 
     return step
+
+
+def budget_variants(
+    cfg: TrainConfig, max_tokens: int, mixture: Mixture, bundle: ModelBundle
+) -> dict[str, TrainConfig]:
+    """The token-budget and packed loops' configs ("budget", "packed"); a family packing
+    refuses is left out with one line saying why."""
+    from generalist.batching.packing import check_packable
+    from generalist.batching.token_layout import layout_for
+    from generalist.errors import ConfigError
+
+    budget = max_tokens or cfg.batch.micro_batch_size * cfg.batch.max_length
+    cap = 4 * cfg.batch.micro_batch_size
+    out = {}
+    for name, packing in (("budget", False), ("packed", True)):
+        batch = cfg.batch.model_copy(
+            update={"max_tokens": budget, "packing": packing, "micro_batch_size": cap}
+        )
+        out[name] = cfg.model_copy(update={"batch": batch})
+    try:
+        model_type = str(getattr(bundle.base_model.config, "model_type", "?"))
+        check_packable(layout_for(bundle).kind, model_type, cfg.model.attn_implementation)
+    except ConfigError as err:
+        print(f"packed: skipped ({err})")
+        del out["packed"]
+    return out
 
 
 def measure(
@@ -273,9 +311,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         bundle = setup_model(cfg, mixture)
         costs = flops.part_costs(bundle.model)
         plain_model = copy.deepcopy(bundle.model)  # same initial weights for both loops
+        variants = budget_variants(cfg, args.max_tokens, mixture, bundle)
+        models = {name: copy.deepcopy(bundle.model) for name in variants}  # same weights
         ours = our_loop(cfg, mixture, bundle, device, precision)
         loops = {"plain": plain_loop(cfg, mixture, bundle, plain_model, device, precision)}
         loops["ours"] = ours
+        for name, variant in variants.items():
+            loops[name] = our_loop(variant, mixture, bundle, device, precision, models[name])
         blank = {"real": 0.0, "positions": 0.0, "seconds": 0.0}
         totals = {k: dict(blank) for k in loops}
         for step in loops.values():
@@ -307,6 +349,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name:<6} {speed:10.0f} tokens/s  padding {pad:6.1%}  ({t['seconds']:.1f} s)")
         result[name] = {"tokens_per_s": round(speed, 1), "padding_fraction": round(pad, 4)}
     print("time per step (s): " + ", ".join(f"{k} {v:.4f}" for k, v in split.items()))
+    for figures in result.values():  # real / computed tokens: 1 means no padding computed
+        figures["utilization"] = round(1 - figures["padding_fraction"], 4)
     ours_r, plain = result["ours"], result["plain"]
     summary = {
         "tokens_per_s": ours_r["tokens_per_s"],
@@ -314,6 +358,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "padding_fraction": ours_r["padding_fraction"],
         "plain_tokens_per_s": plain["tokens_per_s"],
         "plain_padding_fraction": plain["padding_fraction"],
+        "loops": {k: v for k, v in result.items() if k not in ("ours", "plain")},
         "micro_batch_size": cfg.batch.micro_batch_size,
         "grad_accum": cfg.batch.grad_accum,
         "steps": args.steps * args.rounds,

@@ -6,6 +6,7 @@ image and text-only examples share a row. Families packing cannot keep exact are
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import random
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def test_token_budget_groups_fill_to_the_budget_and_respect_the_cap():
             assert len(g) <= cap and len(g) * max(lengths[i] for i in g) <= budget
         # sorted by length, a group stops only when the next example would not fit
         by_length = sorted(groups, key=lambda g: max(lengths[i] for i in g))
-        for g, nxt in zip(by_length, by_length[1:]):
+        for g, nxt in itertools.pairwise(by_length):
             longest_next = min(lengths[i] for i in nxt)
             assert len(g) == cap or (len(g) + 1) * longest_next > budget
 
