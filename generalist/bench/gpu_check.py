@@ -227,6 +227,11 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
     for impl in ("eager", "flash_attention_2"):
         runs[impl] = run_training(base, impl, work, steps=a, **{"model.attn_implementation": impl})
     runs["liger"] = run_training(base, "liger", work, steps=a, **{"model.liger_kernel": True})
+    # packed rows (docs/packing.md): a family packing cannot keep exact records its ConfigError
+    packed = {"batch.packing": True, "batch.max_tokens": 2 * base["batch"]["max_length"]}
+    runs["packed"] = run_training(base, "packed", work, steps=a, **packed)
+    flash = {**packed, "model.attn_implementation": "flash_attention_2"}
+    runs["packed_flash_attention_2"] = run_training(base, "packed_fa2", work, steps=a, **flash)
     result["runs"] = runs
     t = time.perf_counter()
     config = work / "bench.yaml"
