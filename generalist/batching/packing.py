@@ -15,15 +15,19 @@ Rows are filled by best-fit decreasing (`pack_lengths`), at most `max_tokens` to
 Losses come back per example (`packed_example_losses`), with the label shift inside each
 example, so the global-token normalisation of generalist.train.step is unchanged.
 
-Families whose image or position inputs are not per token in row order (M-RoPE's per-row
-rope index, Gemma 3's bidirectional image blocks, Mllama's cross-attention, the per-row tiles
+Qwen2-VL / 2.5-VL / 3-VL (M-RoPE): each example's own rope index from the model's
+get_rope_index, restarted per example, beside the text positions (`[4, rows, width]`).
+
+Families whose image or position inputs are not per token in row order (Gemma 3's
+bidirectional image blocks, Mllama's cross-attention, the per-row tiles
 of Idefics3 / LLaVA-NeXT / OneVision, prefix-LM PaliGemma, encoder-decoder BLIP-2), and the
 flash-attention kernel, are refused by `check_packable` with a ConfigError naming the key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -34,7 +38,10 @@ from generalist.batching.tiled_images import join_images
 from generalist.errors import ConfigError, DataError
 
 # the token layouts (generalist.batching.token_layout kinds) whose packing is exact
-PACKABLE_KINDS = ("default", "text")
+PACKABLE_KINDS = ("default", "text", "mrope")
+# M-RoPE's rope index of one example: transformers' get_rope_index(input_ids [1, n],
+# mm_token_type_ids=..., image_grid_thw=...) -> ([3, 1, n] positions, deltas)
+RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def check_packable(layout_kind: str, model_type: str, attn_implementation: str) -> None:
@@ -52,6 +59,13 @@ def check_packable(layout_kind: str, model_type: str, attn_implementation: str) 
             f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set batch.packing: "
             "false (batch.max_tokens alone gives token-budget micro-batches)"
         )
+
+
+def rope_index_of(model: torch.nn.Module) -> RopeIndex:
+    """The M-RoPE model's get_rope_index (on its inner model in transformers 5); it reads only
+    the config, so ZeRO-3's partitioned weights do not matter."""
+    inner = getattr(model, "model", model)
+    return getattr(inner, "get_rope_index", None) or model.get_rope_index
 
 
 def pack_lengths(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -104,7 +118,11 @@ def budget_groups(lengths: Sequence[int], max_tokens: int, cap: int) -> list[lis
 
 
 def pack_batch(
-    rows: Sequence[Sequence[Encoded]], pad_id: int, layout_kind: str, image_token_id: int
+    rows: Sequence[Sequence[Encoded]],
+    pad_id: int,
+    layout_kind: str,
+    image_token_id: int,
+    rope_index: RopeIndex | None = None,
 ) -> dict[str, Any]:
     """A packed micro-batch from its rows' encoded examples (training layout only).
 
@@ -112,12 +130,23 @@ def pack_batch(
     query may attend, the dtype's minimum elsewhere), image tensors, example_index (which
     example of the batch each position belongs to, -1 on padding), real_tokens, task_names,
     example_ids (examples in row order).
+
+    M-RoPE (`layout_kind` "mrope", `rope_index` the model's get_rope_index): position_ids are
+    [4, rows, width], text positions first and then each example's own temporal / height /
+    width index (transformers' packed convention); as the collator does, a dummy image goes
+    only into a batch without a real image.
     """
+    mrope = layout_kind == "mrope"
+    if mrope and any(e.images and not e.has_dummy for row in rows for e in row):
+        rows = [
+            [replace(e, images={}, dummy=[], has_dummy=False) if e.has_dummy else e for e in row]
+            for row in rows
+        ]
     width = max(sum(e.length for e in row) for row in rows)
     n_rows = len(rows)
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     labels = torch.full((n_rows, width), IGNORE_INDEX, dtype=torch.long)
-    positions = torch.zeros((n_rows, width), dtype=torch.long)
+    positions = torch.zeros((4 if mrope else 1, n_rows, width), dtype=torch.long)
     index = torch.full((n_rows, width), -1, dtype=torch.long)
     allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
     examples: list[Encoded] = []
@@ -131,7 +160,16 @@ def pack_batch(
             ids[r, start + body : end] = torch.tensor(e.dummy, dtype=torch.long)
             labels[r, start : start + body] = torch.tensor(e.labels)
             labels[r, start] = IGNORE_INDEX  # as unpacked: no token predicts a row's first
-            positions[r, start:end] = torch.arange(n)
+            positions[:, r, start:end] = torch.arange(n)
+            if mrope and e.images and not e.has_dummy:
+                assert rope_index is not None  # an mrope layout always has one
+                body_ids = torch.tensor([e.input_ids])
+                index3, _ = rope_index(
+                    body_ids,
+                    mm_token_type_ids=(body_ids == image_token_id).to(torch.int),
+                    image_grid_thw=e.images["image_grid_thw"],
+                )
+                positions[1:, r, start : start + body] = index3[:, 0]
             index[r, start:end] = len(examples)
             # as unpacked: causal over the example's real tokens (attention_mask 1 there);
             # its dummy tokens are keys of no query but themselves
@@ -149,11 +187,13 @@ def pack_batch(
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
-        "position_ids": positions,
+        "position_ids": positions if mrope else positions[0],
         "example_index": index,
         "real_tokens": real,
     }
     batch.update(join_images(layout_kind, [e.images for e in examples], ids, image_token_id))
+    if mrope:
+        batch["mm_token_type_ids"] = (ids == image_token_id).to(torch.int)
     batch["task_names"] = [e.task for e in examples]
     batch["example_ids"] = [e.id for e in examples]
     return batch

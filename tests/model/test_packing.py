@@ -24,6 +24,7 @@ from generalist.batching.packing import (
     pack_batch,
     pack_lengths,
     packed_example_losses,
+    rope_index_of,
 )
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
@@ -33,13 +34,18 @@ HERE = Path(__file__).parent
 RTOL = 1e-5
 
 
-def _templates():  # the stored chat templates (a helper folder, not a package)
-    spec = importlib.util.spec_from_file_location(
-        "_chat_templates", HERE / "chat_templates" / "__init__.py"
-    )
+def _load(path: Path, name: str):  # helper files of this folder (not a package)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _templates():
+    return _load(HERE / "chat_templates" / "__init__.py", "_chat_templates")
+
+
+ROLE_WORDS = "You are a helpful assistant. system user assistant model"  # template text
 
 
 def _examples(h, chat: bool) -> list[Example]:
@@ -87,11 +93,13 @@ def packed_vs_unpacked(bundle, examples, capacity: int) -> dict[str, float]:
         for r in rows
     )  # an image and a text-only example in one row
     order = [i for r in rows for i in r]
+    kind = collator.layout.kind
     packed = pack_batch(
         [[encoded[i] for i in r] for r in rows],
         collator.pad_id,
-        collator.layout.kind,
+        kind,
         int(bundle.image_token_id or 0),
+        rope_index_of(bundle.base_model) if kind == "mrope" else None,
     )
     assert packed["example_ids"] == [encoded[i].id for i in order]
     model.zero_grad()
@@ -130,9 +138,28 @@ def test_llava_packed_equals_unpacked(make_bundle, h, fmt, attn):
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
 
 
-@pytest.mark.parametrize(
-    "kind", ["mrope", "gemma3", "mllama", "tiled", "anyres", "paligemma", "blip2"]
-)
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_vl_packed_equals_unpacked_with_each_examples_own_mrope_index(
+    tmp_path, h, family, fmt
+):
+    from generalist.model.build import build_model
+    from generalist.model.config import parse_lora_settings, parse_model_config
+
+    tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
+    path = tiny.save_tiny_qwen_vl(tmp_path / family, [*h.corpus, ROLE_WORDS], family)
+    if fmt == "chat":
+        template = {"qwen2_5_vl": "qwen2_vl", "qwen3_vl": "qwen3_vl"}[family]
+        path = _templates().attach_chat_template(path, template)
+    torch.manual_seed(0)
+    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": fmt})
+    bundle = build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0}))
+    diffs = packed_vs_unpacked(bundle, _examples(h, fmt == "chat"), capacity=200)
+    assert diffs["n_grads"] > 0
+    assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "mllama", "tiled", "anyres", "paligemma", "blip2"])
 def test_a_family_packing_cannot_keep_exact_is_a_config_error(kind):
     with pytest.raises(
         ConfigError, match=rf"batch\.packing: the 'x' family \(token layout '{kind}'"
