@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from generalist.batching.collate import Collator
-from generalist.batching.packing import budget_groups, pack_batch, pack_lengths, rope_index_of
+from generalist.batching.packing import budget_groups, pack_batch, pack_lengths, packing_options
 from generalist.errors import ConfigError
 from generalist.mixing.stream import StreamLoader
 
@@ -83,10 +83,11 @@ def cut_window(
     if packing:
         assert max_tokens is not None  # the config requires it with packing
         kind, image_id = collator.layout.kind, int(collator.bundle.image_token_id or 0)
-        rope = rope_index_of(collator.bundle.base_model) if kind == "mrope" else None
+        options = packing_options(collator.bundle.base_model, kind, collator.layout.soft_token_id)
         rows = [[encoded[i] for i in row] for row in pack_lengths(lengths, max_tokens)]
         return [
-            lambda row=row: pack_batch([row], collator.pad_id, kind, image_id, rope) for row in rows
+            lambda row=row: pack_batch([row], collator.pad_id, kind, image_id, **options)
+            for row in rows
         ]
     if max_tokens is not None:
         groups = [[encoded[i] for i in g] for g in budget_groups(lengths, max_tokens, micro)]

@@ -18,10 +18,12 @@ example, so the global-token normalisation of generalist.train.step is unchanged
 Qwen2-VL / 2.5-VL / 3-VL (M-RoPE): each example's own rope index from the model's
 get_rope_index, restarted per example, beside the text positions (`[4, rows, width]`).
 
-Families whose image or position inputs are not per token in row order (Gemma 3's
-bidirectional image blocks, Mllama's cross-attention, the per-row tiles
-of Idefics3 / LLaVA-NeXT / OneVision, prefix-LM PaliGemma, encoder-decoder BLIP-2), and the
-flash-attention kernel, are refused by `check_packable` with a ConfigError naming the key.
+Gemma 3: each image's soft tokens attend both ways inside their image, causal elsewhere, in
+both of its layer types' masks (full and sliding window), built here per example.
+
+Families whose image inputs are not per token in row order (Mllama's cross-attention, the
+per-row tiles of Idefics3 / LLaVA-NeXT / OneVision), prefix-LM PaliGemma, encoder-decoder
+BLIP-2, and the flash-attention kernel, are refused by `check_packable` with a ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from generalist.batching.tiled_images import join_images
 from generalist.errors import ConfigError, DataError
 
 # the token layouts (generalist.batching.token_layout kinds) whose packing is exact
-PACKABLE_KINDS = ("default", "text", "mrope")
+PACKABLE_KINDS = ("default", "text", "mrope", "gemma3")
 # M-RoPE's rope index of one example: transformers' get_rope_index(input_ids [1, n],
 # mm_token_type_ids=..., image_grid_thw=...) -> ([3, 1, n] positions, deltas)
 RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -66,6 +68,16 @@ def rope_index_of(model: torch.nn.Module) -> RopeIndex:
     the config, so ZeRO-3's partitioned weights do not matter."""
     inner = getattr(model, "model", model)
     return getattr(inner, "get_rope_index", None) or model.get_rope_index
+
+
+def packing_options(model: torch.nn.Module, kind: str, soft_token_id: int | None) -> dict[str, Any]:
+    """pack_batch's family options for `model` (its token layout `kind`)."""
+    if kind == "mrope":
+        return {"rope_index": rope_index_of(model)}
+    if kind == "gemma3":
+        text = model.config.get_text_config()
+        return {"image_block_token": soft_token_id, "sliding_window": text.sliding_window}
+    return {}
 
 
 def pack_lengths(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -123,6 +135,8 @@ def pack_batch(
     layout_kind: str,
     image_token_id: int,
     rope_index: RopeIndex | None = None,
+    image_block_token: int | None = None,
+    sliding_window: int | None = None,
 ) -> dict[str, Any]:
     """A packed micro-batch from its rows' encoded examples (training layout only).
 
@@ -135,6 +149,11 @@ def pack_batch(
     [4, rows, width], text positions first and then each example's own temporal / height /
     width index (transformers' packed convention); as the collator does, a dummy image goes
     only into a batch without a real image.
+
+    Gemma 3 (`image_block_token` its image soft token, `sliding_window` its local layers'
+    window): an image's soft tokens also attend to each other both ways, as the model's own
+    mask does; attention_mask is then the model's per-layer-type dict ("full_attention",
+    "sliding_attention": the same, and q - k < sliding_window).
     """
     mrope = layout_kind == "mrope"
     if mrope and any(e.images and not e.has_dummy for row in rows for e in row):
@@ -174,6 +193,8 @@ def pack_batch(
             # as unpacked: causal over the example's real tokens (attention_mask 1 there);
             # its dummy tokens are keys of no query but themselves
             causal = torch.ones((n, n), dtype=torch.bool).tril()
+            if image_block_token is not None:  # Gemma 3: each image's run both ways
+                causal |= _same_image_run(e.input_ids + e.dummy, image_block_token)
             causal[:, body:] = False
             allowed[r, start:end, start:end] = causal
             allowed[r, range(start + body, end), range(start + body, end)] = True
@@ -181,11 +202,21 @@ def pack_batch(
             real += body
             start = end
         allowed[r, range(start, width), range(start, width)] = True  # padding: itself
-    mask = torch.zeros((n_rows, 1, width, width), dtype=torch.float32)
-    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    mask: torch.Tensor | dict[str, torch.Tensor] = _additive(allowed)
+    if image_block_token is not None:
+        mask = {"full_attention": mask}
+        if sliding_window is not None:
+            i = torch.arange(width)
+            near = (i[:, None] - i[None, :]) < sliding_window
+            # padding keeps its own position (q - k = 0), so no softmax row is empty
+            mask["sliding_attention"] = _additive(allowed & near)
+        batch_types = {"token_type_ids": (ids == image_block_token).to(torch.long)}
+    else:
+        batch_types = {}
     batch: dict[str, Any] = {
         "input_ids": ids,
         "attention_mask": mask,
+        **batch_types,
         "labels": labels,
         "position_ids": positions if mrope else positions[0],
         "example_index": index,
@@ -197,6 +228,20 @@ def pack_batch(
     batch["task_names"] = [e.task for e in examples]
     batch["example_ids"] = [e.id for e in examples]
     return batch
+
+
+def _additive(allowed: torch.Tensor) -> torch.Tensor:
+    """[rows, 1, q, k] float32: 0 where allowed, the dtype's minimum elsewhere."""
+    mask = torch.zeros((allowed.shape[0], 1, *allowed.shape[1:]), dtype=torch.float32)
+    return mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+
+
+def _same_image_run(ids: Sequence[int], token: int) -> torch.Tensor:
+    """[n, n] bool: both positions in the same contiguous run of `token` (one image)."""
+    is_image = torch.tensor(ids) == token
+    starts = is_image & ~torch.nn.functional.pad(is_image, (1, 0))[:-1]
+    run = torch.where(is_image, torch.cumsum(starts.long(), 0), 0)
+    return (run[:, None] == run[None, :]) & is_image[:, None]
 
 
 def packed_target_counts(labels: torch.Tensor, index: torch.Tensor, shift: bool) -> torch.Tensor:

@@ -24,7 +24,7 @@ from generalist.batching.packing import (
     pack_batch,
     pack_lengths,
     packed_example_losses,
-    rope_index_of,
+    packing_options,
 )
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
@@ -99,7 +99,7 @@ def packed_vs_unpacked(bundle, examples, capacity: int) -> dict[str, float]:
         collator.pad_id,
         kind,
         int(bundle.image_token_id or 0),
-        rope_index_of(bundle.base_model) if kind == "mrope" else None,
+        **packing_options(bundle.base_model, kind, collator.layout.soft_token_id),
     )
     assert packed["example_ids"] == [encoded[i].id for i in order]
     model.zero_grad()
@@ -139,17 +139,21 @@ def test_llava_packed_equals_unpacked(make_bundle, h, fmt, attn):
 
 
 @pytest.mark.parametrize("fmt", ["raw", "chat"])
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_qwen_vl_packed_equals_unpacked_with_each_examples_own_mrope_index(
-    tmp_path, h, family, fmt
-):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "gemma3"])
+def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
+    """Qwen: each example's own M-RoPE index; Gemma 3: bidirectional image blocks, sliding
+    window layers."""
     from generalist.model.build import build_model
     from generalist.model.config import parse_lora_settings, parse_model_config
 
     tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
-    path = tiny.save_tiny_qwen_vl(tmp_path / family, [*h.corpus, ROLE_WORDS], family)
+    corpus = [*h.corpus, ROLE_WORDS]
+    if family == "gemma3":
+        path = tiny.save_tiny_gemma3(tmp_path / family, corpus)
+    else:
+        path = tiny.save_tiny_qwen_vl(tmp_path / family, corpus, family)
     if fmt == "chat":
-        template = {"qwen2_5_vl": "qwen2_vl", "qwen3_vl": "qwen3_vl"}[family]
+        template = {"qwen2_5_vl": "qwen2_vl"}.get(family, family)
         path = _templates().attach_chat_template(path, template)
     torch.manual_seed(0)
     cfg = parse_model_config({"name_or_path": str(path), "prompt_format": fmt})
@@ -159,7 +163,7 @@ def test_qwen_vl_packed_equals_unpacked_with_each_examples_own_mrope_index(
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
 
 
-@pytest.mark.parametrize("kind", ["gemma3", "mllama", "tiled", "anyres", "paligemma", "blip2"])
+@pytest.mark.parametrize("kind", ["mllama", "tiled", "anyres", "paligemma", "blip2"])
 def test_a_family_packing_cannot_keep_exact_is_a_config_error(kind):
     with pytest.raises(
         ConfigError, match=rf"batch\.packing: the 'x' family \(token layout '{kind}'"
