@@ -23,7 +23,8 @@ both of its layer types' masks (full and sliding window), built here per example
 
 Families whose image inputs are not per token in row order (Mllama's cross-attention, the
 per-row tiles of Idefics3 / LLaVA-NeXT / OneVision), prefix-LM PaliGemma, encoder-decoder
-BLIP-2, and the flash-attention kernel, are refused by `check_packable` with a ConfigError naming the key.
+BLIP-2, and the flash-attention kernel, are refused by `check_packable` with a ConfigError
+naming the key.
 """
 
 from __future__ import annotations
