@@ -195,6 +195,84 @@ def plain_loop(
     return step
 
 
+def trl_figures(
+    cfg: TrainConfig,
+    mixture: Mixture,
+    bundle: ModelBundle,
+    model: torch.nn.Module,
+    precision: str,
+    warmup: int,
+    steps: int,
+) -> dict[str, float] | None:
+    """TRL's SFTTrainer (what MedGemma's fine-tuning notebook uses) on the same model copy, data
+    (the same stream and Collator, as that notebook's own collate_fn) and hyperparameters: its
+    own loop, so it is timed once, `steps` steps after `warmup`, from one step's end to the
+    last's (data loading included). None, with one line saying so, without trl installed."""
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import SFTConfig, SFTTrainer
+    except ImportError:
+        print("trl: skipped (not installed; pip install trl, or the bench extra)")
+        return None
+    micro, accum = cfg.batch.micro_batch_size, cfg.batch.grad_accum
+    collator = Collator(bundle, cfg.batch.max_length)
+    seen: list[tuple[float, float]] = []
+
+    stream = build_stream(mixture, cfg.shards, "train", cfg.seed, 0, 1, batch_size=micro)
+    examples = iter(stream)
+
+    def collate(rows: list) -> dict[str, Any]:
+        # the rows are placeholders: the examples come from the mixture stream, in its order
+        batch = collator([next(examples) for _ in rows])
+        mask = batch["attention_mask"]
+        seen.append((float(mask.sum()), float(mask.numel())))
+        return model_inputs(batch)
+
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_args: object, **_kwargs: object) -> None:
+            ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
+        args = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=accum,
+            max_steps=warmup + steps,
+            learning_rate=cfg.optim.lr,
+            lr_scheduler_type="constant",
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to=[],
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            dataset_kwargs={"skip_prepare_dataset": True},
+            seed=cfg.seed,
+        )
+        # SFTTrainer takes a datasets Dataset: one placeholder row per example it will draw
+        rows = Dataset.from_dict({"row": list(range(micro * accum * (warmup + steps)))})
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            data_collator=collate,
+            processing_class=bundle.tokenizer,
+            callbacks=[Clock()],
+        )
+        trainer.train()
+    if len(ends) < warmup + steps or steps < 1:
+        raise RuntimeError(f"trl ran {len(ends)} steps, not {warmup + steps}")
+    first = max(warmup, 1)  # the clock starts at the end of a step
+    measured = seen[first * accum : (warmup + steps) * accum]
+    seconds = ends[warmup + steps - 1] - ends[first - 1]
+    real, positions = sum(r for r, _ in measured), sum(p for _, p in measured)
+    return {"real": real, "positions": positions, "seconds": seconds}
+
+
 def our_loop(
     cfg: TrainConfig,
     mixture: Mixture,
@@ -310,7 +388,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         setup_backends(cfg, device)
         bundle = setup_model(cfg, mixture)
         costs = flops.part_costs(bundle.model)
-        plain_model = copy.deepcopy(bundle.model)  # same initial weights for both loops
+        plain_model = copy.deepcopy(bundle.model)  # same initial weights for every loop
+        trl_model = copy.deepcopy(bundle.model)
         variants = budget_variants(cfg, args.max_tokens, mixture, bundle)
         models = {name: copy.deepcopy(bundle.model) for name in variants}  # same weights
         ours = our_loop(cfg, mixture, bundle, device, precision)
@@ -337,6 +416,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 speed[name] = one["real"] / one["seconds"]
                 totals[name] = {k: totals[name][k] + v for k, v in one.items()}
             ratios.append(speed["ours"] / speed["plain"])
+        trl = trl_figures(
+            cfg, mixture, bundle, trl_model, precision, args.warmup, args.rounds * args.steps
+        )
+        if trl is not None:
+            totals["trl"] = trl
         timer = PhaseTimer(device)
         measure(lambda: ours(timer), args.split_steps, dict(blank))
         split = {k: round(v / max(args.split_steps, 1), 4) for k, v in timer.seconds.items()}
@@ -359,6 +443,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "plain_tokens_per_s": plain["tokens_per_s"],
         "plain_padding_fraction": plain["padding_fraction"],
         "loops": {k: v for k, v in result.items() if k not in ("ours", "plain")},
+        "ours_vs_trl": (
+            round(ours_r["tokens_per_s"] / result["trl"]["tokens_per_s"], 3)
+            if "trl" in result
+            else None
+        ),
         "micro_batch_size": cfg.batch.micro_batch_size,
         "grad_accum": cfg.batch.grad_accum,
         "steps": args.steps * args.rounds,
