@@ -227,7 +227,7 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
     for impl in ("eager", "flash_attention_2"):
         runs[impl] = run_training(base, impl, work, steps=a, **{"model.attn_implementation": impl})
     runs["liger"] = run_training(base, "liger", work, steps=a, **{"model.liger_kernel": True})
-    # packed rows (docs/packing.md): a family packing cannot keep exact records its ConfigError
+    # packed rows (docs/packing.md); flash-attention varlen is refused (or skipped without flash-attn)
     packed = {"batch.packing": True, "batch.max_tokens": 2 * base["batch"]["max_length"]}
     runs["packed"] = run_training(base, "packed", work, steps=a, **packed)
     flash = {**packed, "model.attn_implementation": "flash_attention_2"}

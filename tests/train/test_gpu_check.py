@@ -53,8 +53,9 @@ def test_gpu_check_dry_run_prints_and_writes_its_record(tmp_path: Path) -> None:
     # not available on this CPU machine: recorded with their one-line config errors
     assert "config key 'model.attn_implementation'" in runs["flash_attention_2"]["error"]
     assert "config key 'model.liger_kernel'" in runs["liger"]["error"]
-    # packing: the tiny Qwen2-VL's M-RoPE layout is refused by name, not trained inexactly
-    assert "batch.packing: the 'qwen2_vl' family (token layout 'mrope')" in runs["packed"]["error"]
+    # packed rows (each example's own M-RoPE index): trains, with less padding than unpacked
+    assert runs["packed"]["ok"], runs["packed"]
+    assert runs["packed"]["padding_fraction"] < runs["zero2"]["padding_fraction"]
     # no flash-attn here: the varlen run is skipped with that reason
     assert "needs the flash-attn package" in runs["packed_flash_attention_2"]["error"]
     bench = record["bench"]
