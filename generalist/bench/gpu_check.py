@@ -57,7 +57,7 @@ class CheckSpec(StrictConfig):
     model: dict[str, Any]
     train: dict[str, Any]
     steps: dict[str, int]
-    bench: dict[str, int]
+    bench: dict[str, int | str]
 
 
 def load_spec(path: Path) -> CheckSpec:

@@ -122,6 +122,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--group", type=int, default=8, help="micro-batches per length window")
     parser.add_argument(
+        "--peers",
+        default="trl,budget,packed",
+        help="loops beside ours and plain, comma-separated (trl, budget, packed; '' for none)",
+    )
+    parser.add_argument(
         "--max-tokens",
         type=int,
         default=0,
@@ -391,7 +396,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         costs = flops.part_costs(bundle.model)
         plain_model = copy.deepcopy(bundle.model)  # same initial weights for every loop
         trl_model = copy.deepcopy(bundle.model)
+        peers = {p.strip() for p in args.peers.split(",") if p.strip()}
         variants = budget_variants(cfg, args.max_tokens, mixture, bundle)
+        variants = {k: v for k, v in variants.items() if k in peers}
         models = {name: copy.deepcopy(bundle.model) for name in variants}  # same weights
         ours = our_loop(cfg, mixture, bundle, device, precision)
         loops = {"plain": plain_loop(cfg, mixture, bundle, plain_model, device, precision)}
@@ -417,9 +424,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 speed[name] = one["real"] / one["seconds"]
                 totals[name] = {k: totals[name][k] + v for k, v in one.items()}
             ratios.append(speed["ours"] / speed["plain"])
-        trl = trl_figures(
-            cfg, mixture, bundle, trl_model, precision, args.warmup, args.rounds * args.steps
-        )
+        trl = None
+        if "trl" in peers:
+            n = args.rounds * args.steps
+            trl = trl_figures(cfg, mixture, bundle, trl_model, precision, args.warmup, n)
         if trl is not None:
             totals["trl"] = trl
         timer = PhaseTimer(device)

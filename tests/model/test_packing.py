@@ -144,7 +144,7 @@ def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
     """Qwen: each example's own M-RoPE index; Gemma 3: bidirectional image blocks, sliding
     window layers."""
     from generalist.model.build import build_model
-    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.config import LoraSettings, ModelConfig
 
     tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
     corpus = [*h.corpus, ROLE_WORDS]
@@ -156,8 +156,8 @@ def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
         template = {"qwen2_5_vl": "qwen2_vl"}.get(family, family)
         path = _templates().attach_chat_template(path, template)
     torch.manual_seed(0)
-    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": fmt})
-    bundle = build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0}))
+    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": fmt})
+    bundle = build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0}))
     diffs = packed_vs_unpacked(bundle, _examples(h, fmt == "chat"), capacity=200)
     assert diffs["n_grads"] > 0
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
