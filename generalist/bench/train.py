@@ -358,7 +358,7 @@ def measure(
 def mfu_figures(model_flops: float, seconds: float, device: torch.device) -> dict[str, Any]:
     """Model TFLOP/s, and on CUDA the MFU over the datasheet and the measured bf16 peaks."""
     per_s = model_flops / max(seconds, 1e-9)
-    out: dict[str, Any] = {"model_tflops_per_s": round(per_s / 1e12, 4)}
+    out: dict[str, Any] = {"model_tflops_per_s": round(per_s / 1e12, 7)}
     if device.type != "cuda":
         return out
     name = torch.cuda.get_device_name(device)
