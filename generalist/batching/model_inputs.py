@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
@@ -27,7 +30,9 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k in MODEL_KEYS}
 
 
-def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> dict[str, Any]:
+def to_device(
+    batch: dict[str, Any], device: torch.device | str, float_dtype: torch.dtype | None = None
+) -> dict[str, Any]:
     """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
     (the training or model precision) when given. A dict value (a packed Gemma 3 batch's
     attention mask per layer type) is moved entry by entry."""
@@ -40,7 +45,9 @@ def to_device(batch: dict[str, Any], device: Any, float_dtype: Any = None) -> di
     return out
 
 
-def _moved(value: Any, device: Any, float_dtype: Any) -> Any:
+def _moved(
+    value: torch.Tensor, device: torch.device | str, float_dtype: torch.dtype | None
+) -> torch.Tensor:
     value = value.to(device, non_blocking=True)
     if float_dtype is not None and value.is_floating_point():
         value = value.to(float_dtype)

@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from generalist.batching.collate import Collator
 from generalist.batching.losses import example_losses
 from generalist.batching.model_inputs import to_device
 from generalist.catalog.records import Example
 from generalist.model.bundle import ModelBundle
+
+if TYPE_CHECKING:
+    import torch
+    from tqdm import tqdm
+
+T = TypeVar("T")
 
 
 class Predictor(Protocol):
@@ -77,7 +83,7 @@ class HFPredictor:
         bundle: ModelBundle,
         max_length: int,
         max_new_tokens: int = 32,
-        model: Any = None,
+        model: torch.nn.Module | None = None,
         synced_gpus: bool | None = None,
         prompt_format: str | None = None,
     ) -> None:
@@ -141,11 +147,14 @@ class HFPredictor:
 
 
 def predict_batched(
-    fn: Any, examples: Sequence[Example], batch_size: int, bar: Any = None
-) -> list[Any]:
+    fn: Callable[[list[Example]], Iterable[T]],
+    examples: Sequence[Example],
+    batch_size: int,
+    bar: tqdm | None = None,
+) -> list[T]:
     """Apply a batch function over `examples` in order, `batch_size` at a time (advancing the
     tqdm `bar`, when given, by each batch's examples)."""
-    out: list[Any] = []
+    out: list[T] = []
     for i in range(0, len(examples), batch_size):
         out.extend(fn(list(examples[i : i + batch_size])))
         if bar is not None:

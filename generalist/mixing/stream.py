@@ -202,7 +202,7 @@ class MixtureStream(IterableDataset):
         total = sum(counts.values())
         return {t: (c / total if total else 0.0) for t, c in counts.items()}
 
-    def dataloader(self, collate_fn: Callable | None = None, **kwargs: Any) -> StreamLoader:
+    def dataloader(self, collate_fn: Callable | None = None, **kwargs: object) -> StreamLoader:
         """A DataLoader over this stream that counts what the loop consumed (see module doc)."""
         return StreamLoader(self, collate_fn, **kwargs)
 
@@ -214,7 +214,9 @@ class MixtureStream(IterableDataset):
 class StreamLoader:
     """torch DataLoader over a MixtureStream; state_dict() reflects batches actually received."""
 
-    def __init__(self, stream: MixtureStream, collate_fn: Callable | None, **kwargs: Any) -> None:
+    def __init__(
+        self, stream: MixtureStream, collate_fn: Callable | None, **kwargs: object
+    ) -> None:
         if kwargs.get("persistent_workers"):
             raise ConfigError("persistent_workers would keep stale reader state; leave it off")
         self.stream = stream

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from generalist.model.model_dir import save_model_dir
 from generalist.train.checkpoint_layout import latest_checkpoint, prune, step_dir
 from generalist.train.rng_state import rng_state
 
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
 ENGINE_TAG = "engine"
 
 
@@ -51,7 +54,7 @@ class CheckpointError(GeneralistError):
     """A checkpoint that cannot be written (disk full) or must not be loaded (unsafe pickle)."""
 
 
-def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+def gathered_state_dict(engine: DeepSpeedEngine) -> dict[str, torch.Tensor] | None:
     """The full model state dict on rank 0 under ZeRO-3 (collective: call on every rank);
     None where parameters are not partitioned (the model's own state dict is complete)."""
     if engine.zero_optimization_partition_weights():
@@ -62,7 +65,7 @@ def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
 def save_checkpoint(
     root: Path,
     step: int,
-    engine: Any,
+    engine: DeepSpeedEngine,
     bundle: ModelBundle,
     position: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -125,7 +128,9 @@ def _disk_full_keeps_latest(root: Path, final: Path, tmp: Path) -> Iterator[None
         ) from None
 
 
-def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    path: Path, engine: DeepSpeedEngine
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Restore the engine from checkpoint `path` (every rank). Returns (step, data position,
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""
     meta = json.loads((path / "trainer.json").read_text())
@@ -151,7 +156,8 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
     return int(meta["step"]), position, rng
 
 
-def weights_only_load(path: str | Path, map_location: Any = None) -> Any:
+# -> Any: torch.load's result is whatever was saved (a state dict, RNG states, DeepSpeed's own)
+def weights_only_load(path: str | Path, map_location: str | torch.device | None = None) -> Any:  # noqa: ANN401
     """torch.load(weights_only=True), allowing only the plain DeepSpeed classes its optimizer
     state holds; anything else (a pickled callable, an arbitrary object) is a CheckpointError."""
     from deepspeed.runtime.fp16.loss_scaler import LossScaler

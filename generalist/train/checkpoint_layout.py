@@ -76,7 +76,7 @@ RESUME_KEYS = ("model", "lora", "mixture", "tasks", "seed", "batch.micro_batch_s
 RESUME_FREE = ("model.gradient_checkpointing", "model.attn_implementation", "model.liger_kernel")
 
 
-def _difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
+def _difference(old: object, new: object, key: str) -> tuple[str, object, object] | None:
     """The first (dotted key, old, new) where two JSON values differ, descending into dicts."""
     if key in RESUME_FREE:
         return None

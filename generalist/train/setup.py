@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import deepspeed
 import torch
@@ -28,6 +28,10 @@ from generalist.shards.reader import iter_shard
 from generalist.train.config import TrainConfig
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.mask_preflight import check_token_masks
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+    from torch.optim.lr_scheduler import LRScheduler
 
 
 def tokenizer_texts(
@@ -76,13 +80,13 @@ def setup_model(cfg: TrainConfig, mixture: Mixture) -> ModelBundle:
     return bundle
 
 
-def make_scheduler(optimizer: Any, cfg: TrainConfig) -> Any:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> LRScheduler:
     """Linear warmup, then the configured decay to zero at `cfg.steps`, stepped per step."""
     name = {"constant": "constant_with_warmup"}.get(cfg.optim.decay, cfg.optim.decay)
     return get_scheduler(name, optimizer, cfg.optim.warmup_steps, cfg.steps)
 
 
-def setup_engine(cfg: TrainConfig, model: Any, precision: str) -> Any:
+def setup_engine(cfg: TrainConfig, model: torch.nn.Module, precision: str) -> DeepSpeedEngine:
     """DeepSpeed engine: torch AdamW (decay on matrices only) unless the JSON names an optimizer
     (ZeRO-Offload uses DeepSpeed's CPU Adam), and a warmup+decay schedule stepped per step."""
     ds = filled_deepspeed_config(cfg, precision)
