@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from generalist.catalog.registry import close_matches
 from generalist.config_base import StrictConfig, submodel
@@ -42,7 +42,7 @@ class OptimConfig(StrictConfig):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
-# generalist.train.normalization says what each means; global_tokens is exact over the global batch
+# generalist.train.step says what each means; global_tokens is exact over the global batch
 LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
 
 
@@ -58,6 +58,27 @@ class BatchConfig(StrictConfig):
     loss_normalization: LossNormalization = Field(
         "global_tokens", description="token mean over the global batch, per_example or micro_batch"
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="tokens per micro-batch: padded positions (micro_batch_size a cap), or a "
+        "packed row's length with packing",
+    )
+    packing: bool = Field(
+        False, description="several examples per row of max_tokens, attention kept per example"
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> BatchConfig:
+        # docs/packing.md: packing vs token budgets
+        if self.packing and self.max_tokens is None:
+            raise ValueError("batch.packing needs batch.max_tokens (the packed row's length)")
+        if self.max_tokens is not None and self.max_tokens < self.max_length:
+            raise ValueError(
+                f"batch.max_tokens {self.max_tokens} is below batch.max_length "
+                f"{self.max_length}: a longest example would not fit; raise batch.max_tokens"
+            )
+        return self
 
 
 class CheckpointConfig(StrictConfig):
