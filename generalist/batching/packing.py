@@ -41,7 +41,7 @@ from generalist.batching.tiled_images import join_images
 from generalist.errors import ConfigError, DataError
 
 # the token layouts (generalist.batching.token_layout kinds) whose packing is exact
-PACKABLE_KINDS = ("default", "text", "mrope", "gemma3")
+PACKABLE_KINDS = ("default", "text", "mrope", "gemma3", "anyres", "tiled")
 # M-RoPE's rope index of one example: transformers' get_rope_index(input_ids [1, n],
 # mm_token_type_ids=..., image_grid_thw=...) -> ([3, 1, n] positions, deltas)
 RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,29 @@ def _examples(h, chat: bool) -> list[Example]:
     return turned
 
 
+def _bundle(path: Path, fmt: str):
+    """build_model on a saved tiny checkpoint, LoRA r=4, no dropout."""
+    from generalist.model.build import build_model
+    from generalist.model.config import LoraSettings, ModelConfig
+
+    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": fmt})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0}))
+
+
 def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def packed_vs_unpacked(bundle, examples, capacity: int) -> dict[str, float]:
-    """Max relative differences of per-example losses, summed loss and gradients."""
+def packed_vs_unpacked(bundle, examples, capacity: int | None = None) -> dict[str, float]:
+    """Max relative differences of per-example losses, summed loss and gradients (capacity
+    None: the longest example plus the longest text-only one, so they share a row)."""
     model = bundle.model
     model.eval()  # no dropout: the same function twice
-    collator = Collator(bundle, max_length=128)
+    collator = Collator(bundle, max_length=256)
     encoded = collator.encode_many(examples)
+    if capacity is None:
+        text_only = [e.length for e in encoded if not e.images or e.has_dummy]
+        capacity = max(e.length for e in encoded) + max(text_only)
     unpacked = collator.pad(encoded)
     model.zero_grad()
     inputs = model_inputs(unpacked)
@@ -143,9 +157,6 @@ def test_llava_packed_equals_unpacked(make_bundle, h, fmt, attn):
 def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
     """Qwen: each example's own M-RoPE index; Gemma 3: bidirectional image blocks, sliding
     window layers."""
-    from generalist.model.build import build_model
-    from generalist.model.config import LoraSettings, ModelConfig
-
     tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
     corpus = [*h.corpus, ROLE_WORDS]
     if family == "gemma3":
@@ -156,8 +167,7 @@ def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
         template = {"qwen2_5_vl": "qwen2_vl"}.get(family, family)
         path = _templates().attach_chat_template(path, template)
     torch.manual_seed(0)
-    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": fmt})
-    bundle = build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0}))
+    bundle = _bundle(path, fmt)
     diffs = packed_vs_unpacked(bundle, _examples(h, fmt == "chat"), capacity=200)
     assert diffs["n_grads"] > 0
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
@@ -227,3 +237,27 @@ def test_cut_window_packs_rows_and_batches_build_lazily(make_bundle, h):
     budget = [m() for m in cut_window(encoded, collator, micro=4, max_tokens=60, packing=False)]
     assert all(b["input_ids"].numel() <= 60 and len(b["example_ids"]) <= 4 for b in budget)
     assert MicroBatch({"done": 1}, budget[0]).batch is budget[0]
+
+
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision", "idefics3", "smolvlm"])
+def test_tiled_and_anyres_families_packed_equal_unpacked(tmp_path, h, family, fmt):
+    """Tiles and image sizes stay per image (LLaVA-NeXT / OneVision: image_sizes and
+    batch_num_images per example; Idefics3 / SmolVLM: each example's tiles, pixel mask)."""
+    tiny = _load(HERE / "tiny_families_b.py", "_tiny_families_b")
+    path = tiny.SAVERS[family](tmp_path / family, [*h.corpus, ROLE_WORDS])
+    if fmt == "chat":
+        # Idefics3 keeps no template of its own in tests/model; SmolVLM's is its successor's
+        path = _templates().attach_chat_template(path, {"idefics3": "smolvlm"}.get(family, family))
+    torch.manual_seed(0)
+    bundle = _bundle(path, fmt)
+    examples = _examples(h, fmt == "chat")
+    sizes = [(40, 40), (64, 32), (32, 64)]  # own aspect ratios: own tile counts
+    examples = [
+        replace(e, images=(tiny.png(c, s),)) if e.images else e
+        for e, c, s in zip(examples, ["red", "blue", "green"] * 2, sizes * 2, strict=True)
+    ]
+    diffs = packed_vs_unpacked(bundle, examples)
+    print(family, fmt, diffs)
+    assert diffs["n_grads"] > 0
+    assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
