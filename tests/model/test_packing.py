@@ -270,3 +270,16 @@ def test_tiled_and_anyres_families_packed_equal_unpacked(tmp_path, h, family, fm
     print(family, fmt, diffs)
     assert diffs["n_grads"] > 0
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
+
+
+def test_paligemma_packed_equals_unpacked(tmp_path, h):
+    """Prefix-LM: each example's prompt both ways, its target causally, positions from 1
+    (raw format only: PaliGemma has no chat template)."""
+    tiny = _load(HERE / "tiny_vlms.py", "_tiny_vlms_packing")
+    path = tiny.save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
+    torch.manual_seed(0)
+    bundle = _bundle(path, "raw")
+    diffs = packed_vs_unpacked(bundle, _examples(h, chat=False))
+    print("paligemma raw", diffs)
+    assert diffs["n_grads"] > 0
+    assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
