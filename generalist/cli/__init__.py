@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(argv[1:]) or 0)
     except GeneralistError as err:
-        print(f"generalist {argv[0]}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"generalist {argv[0]}: {err.label}: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"generalist {argv[0]}: interrupted", file=sys.stderr)
         return 130

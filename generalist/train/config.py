@@ -42,6 +42,14 @@ class OptimConfig(_Strict):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on matrices only")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss or gradient norm: stop the run (exit 3, nothing saved) or "
+        "skip that step's update (generalist.train.stops)",
+    )
+    max_nonfinite_in_a_row: int = Field(
+        3, ge=1, description="with nonfinite=skip: stop after this many such steps in a row"
+    )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 

@@ -3,7 +3,7 @@
 - `finished(cfg)`: a run whose latest checkpoint is at `steps` (or later) says so at once, before
   torch, deepspeed or the model are loaded (generalist.cli.train).
 - `config_changes(ckpt, config)`: every key that differs from the checkpoint's config. The keys
-  of checkpoint_layout.RESUME_KEYS are refused before this (check_resumable); any other change is
+  of checkpoint.RESUME_KEYS are refused before this (check_resumable); any other change is
   accepted and said in one line. `apply_optim_changes` makes the optimizer keys hold: the
   checkpoint's optimizer and scheduler state would otherwise bring back the old lr, betas and
   weight decay (warmup, decay and steps shape the new schedule from the restored step on).
@@ -26,7 +26,7 @@ from typing import Any
 from generalist.tracking.delivery import SET_ASIDE, move_previous, rewind
 from generalist.tracking.mlflow_calls import flatten_params
 from generalist.tracking.tracker import Tracker
-from generalist.train.checkpoint_layout import RESUME_KEYS, check_resumable, resolve_resume
+from generalist.train.checkpoint import RESUME_KEYS, check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
 
 

@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import load_file
 
 from generalist.train.checkpoint import weights_only_load
-from generalist.train.checkpoint_layout import complete_checkpoints, is_complete
+from generalist.train.checkpoint import complete_checkpoints, is_complete
 
 pytestmark = pytest.mark.slow
 FAULTY = str(Path(__file__).with_name("faulty_train.py"))
