@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from generalist.atomic import atomic_write
+from generalist.redact import redact
 
 MAX_KEY = 250  # MLflow's key length limit (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
 MAX_VALUE = 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
@@ -141,11 +142,12 @@ def open_run(
     pointer = run_dir / "mlflow_run.json"
     if pointer.exists():
         saved = json.loads(pointer.read_text())
-        if saved.get("tracking_uri") == tracking_uri and _reopen(client, saved["run_id"]):
+        if saved.get("tracking_uri") == redact(tracking_uri) and _reopen(client, saved["run_id"]):
             return str(saved["run_id"])
     experiment_id = ensure_experiment(client, experiment, tracking_uri)
     run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
-    atomic_write(pointer, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}, indent=1))
+    record = {"tracking_uri": redact(tracking_uri), "run_id": run_id}  # no password on disk
+    atomic_write(pointer, json.dumps(record, indent=1))
     return str(run_id)
 
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from generalist.atomic import atomic_write
 from generalist.errors import ConfigError, GeneralistError
+from generalist.redact import redact_json
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +77,7 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def step_dirs(root: Path) -> list[Path]:
-    """Every step-N directory under `root` (complete or not; `.tmp` saves excluded), oldest first."""
+    """Every step-N directory under `root` (complete or not; `.tmp` saves not), oldest first."""
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
@@ -248,6 +249,7 @@ def check_resumable(path: Path, config: Mapping[str, Any]) -> None:
     """ConfigError naming the first key under RESUME_KEYS whose value differs from the
     checkpoint's (cheap: reads trainer.json; call it before any distributed setup)."""
     saved = json.loads((path / "trainer.json").read_text())["config"]
+    config = redact_json(dict(config))  # type: ignore[assignment] # as trainer.json holds it
     for key in RESUME_KEYS:
         old, new = saved, dict(config)
         for part in key.split("."):
@@ -306,7 +308,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 # --- saving ------------------------------------------------------------------------------------
 
 
-def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:  # noqa: ANN401 - DeepSpeedEngine
+def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
     """The full model state dict on rank 0 under ZeRO-3 (collective: call on every rank);
     None where parameters are not partitioned (the model's own state dict is complete)."""
     if engine.zero_optimization_partition_weights():
@@ -317,7 +319,7 @@ def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:  # noqa:
 def save_checkpoint(
     root: Path,
     step: int,
-    engine: Any,  # noqa: ANN401 - DeepSpeedEngine
+    engine: Any,
     bundle: ModelBundle,
     position: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -357,7 +359,8 @@ def save_checkpoint(
         torch.save(rng_state(), tmp / "rng" / f"rank-{rank}.pt")
         dist.barrier()  # every rank's files are in tmp
         if dist.is_main():
-            meta = {"step": step, "world_size": dist.world_size(), "config": dict(config)}
+            config = redact_json(dict(config))  # type: ignore[assignment] # no passwords on disk
+            meta = {"step": step, "world_size": dist.world_size(), "config": config}
             atomic_write(tmp / "trainer.json", json.dumps(meta, indent=2, default=str), fsync=True)
             write_manifest(tmp)  # last: the checkpoint is complete from here on
             if final.exists():  # the same step saved again after a resume
@@ -396,8 +399,10 @@ def _disk_full_keeps_latest(root: Path, final: Path, tmp: Path) -> Iterator[None
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written checkpoint behind
         kept = latest_checkpoint(root)
         size = _checkpoint_size(kept) if kept else 0
-        need = f"about {_mb(size)} (the size of {kept.name})" if kept and size else (
-            f"more than the {_mb(written)} it had written"
+        need = (
+            f"about {_mb(size)} (the size of {kept.name})"
+            if kept and size
+            else (f"more than the {_mb(written)} it had written")
         )
         free = shutil.disk_usage(root).free if root.exists() else 0
         reason = err.strerror if isinstance(err, OSError) else "no space left on device"
@@ -428,7 +433,7 @@ def prune(root: Path, keep: int) -> None:
 
 def load_checkpoint(
     path: Path,
-    engine: Any,  # noqa: ANN401 - DeepSpeedEngine
+    engine: Any,
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Restore the engine from checkpoint `path` (every rank). Returns (step, data position,
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""
@@ -466,7 +471,7 @@ def load_checkpoint(
     return int(meta["step"]), position, rng
 
 
-def weights_only_load(path: str | Path, map_location: object = None) -> Any:  # noqa: ANN401 - what the file holds
+def weights_only_load(path: str | Path, map_location: object = None) -> Any:
     """torch.load(weights_only=True), allowing only the plain DeepSpeed classes its optimizer
     state holds; anything else (a pickled callable, an arbitrary object) is a CheckpointError."""
     import torch

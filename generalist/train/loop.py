@@ -18,13 +18,18 @@ from tqdm import tqdm
 
 from generalist import distributed as dist
 from generalist.catalog.mixture import Mixture
-from generalist.train.checkpoint import check_resumable, load_checkpoint, resolve_resume
-from generalist.train.checkpoint import save_checkpoint, set_aside_for_fresh_start
+from generalist.train.checkpoint import (
+    check_resumable,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    set_aside_for_fresh_start,
+    set_rng_state,
+)
 from generalist.train.config import TrainConfig
 from generalist.train.data_metrics import data_metrics
 from generalist.train.periodic_eval import periodic_evaluation
 from generalist.train.resume import accept_changes, open_run_log
-from generalist.train.checkpoint import set_rng_state
 from generalist.train.run_lock import hold_output_dir
 from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
 from generalist.train.step import LossMeter, train_window

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from generalist.redact import redact_json
 from generalist.tracking.delivery import SET_ASIDE, move_previous, rewind
 from generalist.tracking.mlflow_calls import flatten_params
 from generalist.tracking.tracker import Tracker
@@ -64,7 +65,7 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(ckpt: Path, config: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """(dotted key, checkpoint's value, this run's value) for every accepted change."""
     saved = _flat(json.loads((ckpt / "trainer.json").read_text())["config"])
-    now = _flat(json.loads(json.dumps(dict(config), default=str)))
+    now = _flat(redact_json(json.loads(json.dumps(dict(config), default=str))))  # type: ignore[arg-type]
     refused = (*RESUME_KEYS, "resume")  # RESUME_KEYS: refused before (check_resumable)
     return [
         (key, saved.get(key), now.get(key))

@@ -72,7 +72,7 @@ class StepChecks:
     def after_step(
         self,
         step: int,
-        engine: Any,  # noqa: ANN401 - DeepSpeedEngine
+        engine: Any,
         window: Sequence[tuple[object, dict[str, Any]]],
         meter: LossMeter,
         meter_before: torch.Tensor,

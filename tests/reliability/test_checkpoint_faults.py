@@ -23,8 +23,12 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from generalist.train.checkpoint import weights_only_load
-from generalist.train.checkpoint import complete_checkpoints, is_complete
+from generalist.train.checkpoint import (
+    complete_checkpoints,
+    is_complete,
+    weights_only_load,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.slow
 FAULTY = str(Path(__file__).with_name("faulty_train.py"))
@@ -188,6 +192,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(disk_full_run) ->
     engine = root / "step-000004" / "engine"
     (optim,) = engine.glob("*optim_states.pt")
     optim.write_bytes(_pickle_that_runs(f"touch {marker}"))
+    write_manifest(root / "step-000004")  # whoever can write the file can write its manifest
     result = subprocess.run(
         [sys.executable, FAULTY, str(config)],
         capture_output=True,

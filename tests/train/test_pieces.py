@@ -22,9 +22,10 @@ from generalist.train.checkpoint import (
     latest_checkpoint,
     prune,
     resolve_resume,
+    rng_state,
+    set_rng_state,
     write_manifest,
 )
-from generalist.train.checkpoint import rng_state, set_rng_state
 from generalist.train.step import LossMeter
 
 
