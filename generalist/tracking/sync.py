@@ -73,8 +73,8 @@ def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
         tracker.log_table(str(path.relative_to(tables).with_suffix("")), rows)
     if not tracker.sync() or tracker.run_id is None:
         raise GeneralistError(
-            f"MLflow at {redact(tracker.tracking_uri)} did not take the run ({tracker.pending} call(s) "
-            f"left); check the server and re-run `generalist sync {run_dir}`"
+            f"MLflow at {redact(tracker.tracking_uri)} did not take the run ({tracker.pending} "
+            f"call(s) left); check the server and re-run `generalist sync {run_dir}`"
         )
     if status:
         tracker.close(status)

@@ -183,9 +183,9 @@ class Tracker:
         self._queue.append(("end", status))
         if not self.sync():
             warnings.warn(
-                f"MLflow at {redact(self.tracking_uri)} did not answer; {self.pending} call(s) not sent. "
-                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/): send "
-                f"it once MLflow answers with `generalist sync {self.run_dir}`",
+                f"MLflow at {redact(self.tracking_uri)} did not answer; {self.pending} call(s) "
+                f"not sent. Everything is in {self.run_dir} (metrics.jsonl, params.json, "
+                f"tables/): send it once MLflow answers with `generalist sync {self.run_dir}`",
                 stacklevel=2,
             )
 
