@@ -176,11 +176,36 @@ class TrainConfig(_Strict):
         return None if value is None or value.lower() in ("none", "null", "") else value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last value
+    silently: a task listed twice under `tasks:` would lose its first rate)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges are not duplicates
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} is written twice in one mapping, at line "
+                    f"{seen[key]} and line {line}; keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
     it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
     try:
-        return yaml.safe_load(text)
+        loader = _UniqueKeyLoader(text)
+        loader.name = where
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         # one line: PyYAML's own message spans several, with the offending text quoted
         mark = getattr(err, "problem_mark", None)
