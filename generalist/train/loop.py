@@ -81,6 +81,8 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
         position = window[-1][0]
         step += 1
         stop = checks.after_step(step, engine, window, meter, meter_before, skipped_before)
+        if checks.skipped_step and not stop and step < cfg.steps:
+            continue  # optim.nonfinite=skip: a skipped step is neither logged nor saved
         bar.update(1)
         if step % cfg.logging.every == 0 or step == cfg.steps:
             metrics = meter.summary(engine.get_lr()[0])  # collective: every rank calls it

@@ -60,6 +60,7 @@ class StepChecks:
         self.device = device
         self.signal: str | None = None
         self.skipped = 0  # non-finite steps skipped in this process
+        self.skipped_step = False  # the last step was skipped: nothing of it is logged or saved
         self.in_a_row = 0
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
@@ -88,6 +89,7 @@ class StepChecks:
         ).to(self.device)
         loss_bad, stop = (bool(x > 0) for x in dist.all_reduce_sum(flags).tolist())
         bad = loss_bad or not math.isfinite(norm)
+        self.skipped_step = False
         if not bad:
             self.in_a_row = 0
             return stop
@@ -98,6 +100,7 @@ class StepChecks:
             self.skipped += 1
             self.in_a_row += 1
             meter.totals.copy_(meter_before)  # the logged losses leave the skipped step out
+            self.skipped_step = True
             if self.in_a_row < self.max_in_a_row:
                 if dist.is_main():
                     print(
