@@ -126,20 +126,21 @@ def test_disk_full_in_any_writer_removes_the_partial_save(tmp_path, error) -> No
     size = sum(p.stat().st_size for p in kept.rglob("*") if p.name != ckpt.MANIFEST)
     final = ckpt.step_dir(root, 4)
     tmp = final.with_name(final.name + ".tmp")
-    with pytest.raises(ckpt.CheckpointError) as err:
-        with ckpt._disk_full_keeps_latest(root, final, tmp):
-            (tmp / "engine").mkdir(parents=True)
-            (tmp / "engine" / "half.pt").write_bytes(b"x" * 100)
-            raise error()
+    with pytest.raises(ckpt.CheckpointError) as err, ckpt._disk_full_keeps_latest(root, final, tmp):
+        (tmp / "engine").mkdir(parents=True)
+        (tmp / "engine" / "half.pt").write_bytes(b"x" * 100)
+        raise error()
     message = str(err.value)
     assert "\n" not in message and f"disk full while writing checkpoint {final}" in message
     assert f"a save needs about {size / 1e6:.1f} MB (the size of step-000002)" in message
     assert "MB is free" in message and f"{kept} is kept as the latest" in message
     assert not tmp.exists() and ckpt.resolve_resume("auto", root) == kept
     # any other error is not a full disk: it propagates as it is
-    with pytest.raises(RuntimeError, match="something else"):
-        with ckpt._disk_full_keeps_latest(root, final, tmp):
-            raise RuntimeError("something else")
+    with (
+        pytest.raises(RuntimeError, match="something else"),
+        ckpt._disk_full_keeps_latest(root, final, tmp),
+    ):
+        raise RuntimeError("something else")
 
 
 def test_output_dir_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path) -> None:
@@ -185,7 +186,8 @@ def test_redact_hides_every_url_password_and_signed_query(tmp_path) -> None:
         shown = redact(f"could not open {url} (timeout)")
         assert secret not in shown
         assert f"{scheme}://{user}:***@host.example:9000/a/b" in shown
-        signed = f"https://b.s3.amazonaws.com/x.tar?X-Amz-Credential={secret}&X-Amz-Signature={secret[::-1]}&n=1"  # noqa: E501
+        query = f"X-Amz-Credential={secret}&X-Amz-Signature={secret[::-1]}&n=1"
+        signed = f"https://b.s3.amazonaws.com/x.tar?{query}"
         assert secret not in redact(signed) and secret[::-1] not in redact(signed)
         assert redact(signed).endswith("&n=1")
     for plain in ("/data/shards", "http://127.0.0.1:5000", "file:///x", "user@host:/path"):
