@@ -33,7 +33,7 @@ from generalist.train.resume import accept_changes, open_run_log
 from generalist.train.run_lock import hold_output_dir
 from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
 from generalist.train.step import LossMeter, train_window
-from generalist.train.stops import StepChecks
+from generalist.train.stops import NonFiniteLoss, StepChecks
 from generalist.verbosity import quiet_libraries
 
 
@@ -80,7 +80,11 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
         train_window(engine, window, cfg.batch.loss_normalization, device, precision, meter)
         position = window[-1][0]
         step += 1
-        stop = checks.after_step(step, engine, window, meter, meter_before, skipped_before)
+        try:
+            stop = checks.after_step(step, engine, window, meter, meter_before, skipped_before)
+        except NonFiniteLoss:
+            bar.close()  # the error's line starts a line of its own
+            raise
         if checks.skipped_step and not stop and step < cfg.steps:
             continue  # optim.nonfinite=skip: a skipped step is neither logged nor saved
         bar.update(1)
