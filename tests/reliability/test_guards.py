@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,67 @@ def test_a_micro_batch_larger_than_a_train_split_warns_in_preflight(make_config)
         warnings.simplefilter("error")  # a micro-batch that fits: no warning
         check_config(load_config(config, [f"batch.micro_batch_size={smallest}"]))
     assert yaml.safe_load(config.read_text())["tasks"]
+
+
+_FAKE_SRUN = """#!/usr/bin/env bash
+# srun as far as the script needs it: drops its options, runs the task in a process group of its
+# own and passes USR1/TERM to every process in it (as slurmstepd signals every process of a step)
+while [[ "$1" == --* ]]; do shift; done
+set -m
+"$@" &
+pid=$!
+trap 'kill -USR1 -- -$pid' USR1
+trap 'kill -TERM -- -$pid' TERM
+while :; do wait $pid; status=$?; kill -0 $pid 2>/dev/null || break; done
+exit $status
+"""
+_FAKE_LAUNCHER = """#!{python}
+# deepspeed's launcher as far as signals go: starts one rank and exits with its code
+import json, signal, subprocess, sys
+with open("{seen}", "w") as f:
+    ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    json.dump({{"argv": sys.argv[1:], "usr1_ignored": ignored}}, f)
+rank = "import signal, sys, time, pathlib\\n" \\
+    "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(75))\\n" \\
+    "pathlib.Path('{ready}').touch()\\n" \\
+    "time.sleep(60)\\n"
+sys.exit(subprocess.call([sys.executable, "-c", rank]))
+"""
+
+
+def test_slurm_script_forwards_usr1_to_the_ranks_and_requeues(tmp_path) -> None:
+    """launch/slurm.sbatch under a stand-in srun/scontrol: USR1 to the batch shell reaches the
+    rank (not the launcher, which ignores it), the rank's exit 75 requeues the job."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen, ready, calls = tmp_path / "seen.json", tmp_path / "ready", tmp_path / "scontrol.log"
+    scripts = {
+        "srun": _FAKE_SRUN,
+        "deepspeed": _FAKE_LAUNCHER.format(python=sys.executable, seen=seen, ready=ready),
+        "scontrol": f'#!/usr/bin/env bash\n[ "$1" = show ] && echo node1 || echo "$@" >> {calls}\n',
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    script = Path(__file__).resolve().parents[2] / "launch" / "slurm.sbatch"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_ON_NODE": "1",
+           "SLURM_NODEID": "0", "SLURM_SUBMIT_DIR": str(tmp_path)}  # fmt: skip
+    proc = subprocess.Popen(["bash", str(script), "run.yaml", "steps=5"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.time() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    assert calls.read_text().split() == ["requeue", "4242"]
+    launcher = json.loads(seen.read_text())
+    assert launcher["usr1_ignored"] is True
+    assert launcher["argv"][-4:] == ["generalist.cli", "train", "run.yaml", "steps=5"]
+    assert "SIGUSR1 from SLURM: the ranks checkpoint after this step" in output
+    assert "stopped with a checkpoint (exit 75): requeueing job 4242" in output
