@@ -307,3 +307,48 @@ def test_slurm_script_forwards_usr1_to_the_ranks_and_requeues(tmp_path) -> None:
     assert launcher["argv"][-4:] == ["generalist.cli", "train", "run.yaml", "steps=5"]
     assert "SIGUSR1 from SLURM: the ranks checkpoint after this step" in output
     assert "stopped with a checkpoint (exit 75): requeueing job 4242" in output
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (IHDR, IEND, no pixel data): what a decompression
+    bomb shows before decoding, in 57 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_an_image_above_max_image_pixels_is_one_line_before_decoding() -> None:
+    import io
+
+    from PIL import Image
+
+    from generalist.batching.image_caps import decode_images
+    from generalist.catalog.records import Example
+    from generalist.errors import DataError
+    from generalist.model.config import ModelConfig
+
+    default = ModelConfig.model_fields["max_image_pixels"].default
+    assert default == Image.MAX_IMAGE_PIXELS  # the documented default is PIL's own
+    bomb = Example("vqa", "x-7", "Q: <image> A:", "yes", images=(_png_header_only(20000, 20000),))
+    with pytest.raises(DataError) as err:
+        decode_images(bomb, max_image_pixels=default)
+    assert str(err.value) == (
+        "task 'vqa' example 'x-7': image 0 is 20000 x 20000 = 400,000,000 pixels, above "
+        "model.max_image_pixels=89,478,485 (a decompression bomb, or a scan to downscale when "
+        "sharding); raise the setting to accept it"
+    )
+    with pytest.raises(DataError, match=r"image 0 cannot be decoded \(Image size"):
+        decode_images(bomb, max_image_pixels=None)  # PIL's own guard: one line too
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, format="PNG")
+    fine = Example("vqa", "x-8", "Q: <image> A:", "yes", images=(buffer.getvalue(),))
+    assert decode_images(fine, max_image_pixels=1200)[0].size == (40, 30)
+    with pytest.raises(DataError, match=r"is 40 x 30 = 1,200 pixels, above .*=1,199 "):
+        decode_images(fine, max_image_pixels=1199)
