@@ -153,6 +153,10 @@ def test_kill_9_in_training_and_in_saves_then_resume(make_config, disk_full_run)
         assert by_step[step][-1] == pytest.approx(loss, abs=1e-6), (step, save_step, kill_at)
     assert latest(root) == root / "step-000012"
     assert not list(root.glob("*.tmp"))
+    # each kill -9 left the run's output_dir lock behind: the next start took it over, saying so
+    taken = config.with_suffix(".out").read_text().count("took over the stale lock")
+    assert taken == 2, config.with_suffix(".out").read_text()[-2000:]
+    assert not (out / "run.lock").exists()
     for checkpoint in complete_checkpoints(root):
         assert_loads(checkpoint)
 
