@@ -56,6 +56,7 @@ from generalist.redact import redact_json
 
 if TYPE_CHECKING:
     import torch
+    from deepspeed import DeepSpeedEngine
 
     from generalist.model.bundle import ModelBundle
 
@@ -308,7 +309,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 # --- saving ------------------------------------------------------------------------------------
 
 
-def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+def gathered_state_dict(engine: DeepSpeedEngine) -> dict[str, torch.Tensor] | None:
     """The full model state dict on rank 0 under ZeRO-3 (collective: call on every rank);
     None where parameters are not partitioned (the model's own state dict is complete)."""
     if engine.zero_optimization_partition_weights():
@@ -319,7 +320,7 @@ def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
 def save_checkpoint(
     root: Path,
     step: int,
-    engine: Any,
+    engine: DeepSpeedEngine,
     bundle: ModelBundle,
     position: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -433,7 +434,7 @@ def prune(root: Path, keep: int) -> None:
 
 def load_checkpoint(
     path: Path,
-    engine: Any,
+    engine: DeepSpeedEngine,
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Restore the engine from checkpoint `path` (every rank). Returns (step, data position,
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""

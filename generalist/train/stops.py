@@ -31,6 +31,8 @@ from generalist import distributed as dist
 from generalist.errors import GeneralistError
 
 if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
     from generalist.train.step import LossMeter
 
 PREEMPTED_EXIT = 75  # sysexits EX_TEMPFAIL: the job may be run again (launch/slurm.sbatch requeues)
@@ -73,7 +75,7 @@ class StepChecks:
     def after_step(
         self,
         step: int,
-        engine: Any,
+        engine: DeepSpeedEngine,
         window: Sequence[tuple[object, dict[str, Any]]],
         meter: LossMeter,
         meter_before: torch.Tensor,
