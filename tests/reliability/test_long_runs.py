@@ -145,8 +145,9 @@ def reference(shard_root, config_dict, tmp_path_factory):
     host = f"127.0.0.1:{server.server_address[1]}"
     directory = tmp_path_factory.mktemp("reference")
     tracking = f"sqlite:///{directory / 'mlflow.db'}"
-    cfg = config_dict(shard_root, directory / "reference", steps=STEPS, **{
-        "shards": f"http://{USER}:{SECRET}@{host}", "checkpoint": {"every": 3, "keep": 2},
+    shards = f"http://{USER}:{SECRET}@{host}"
+    cfg = config_dict(shards, directory / "reference", steps=STEPS, **{
+        "checkpoint": {"every": 3, "keep": 2},
         "logging.mlflow": True, "logging.tracking_uri": tracking, "logging.every": 1,
         "deepspeed": 2,
     })  # fmt: skip
