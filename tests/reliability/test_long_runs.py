@@ -36,7 +36,7 @@ from generalist.train.run_lock import LOCK, RunLockError, acquire
 pytestmark = pytest.mark.slow
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
 GENERALIST = str(Path(sys.executable).parent / "generalist")
-TIMEOUT = 300
+TIMEOUT = 600  # a launch takes ~40 s on 2 idle cores; minutes on a loaded machine
 SECRET = "s3cr3t-Pa55word"
 USER = "reader"
 STEPS = 10
