@@ -14,6 +14,7 @@ from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
 from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
+from generalist.model.torchvision_guard import broken_torchvision_hint, torchvision_usable
 from generalist.model.videoless_processor import load_videoless, needs_videoless
 
 
@@ -36,6 +37,7 @@ def detect_family(src: str, key: str = "model.name_or_path") -> str:
     SmolVLM, LLaVA-NeXT / OneVision: model_type llava_next / llava_onevision, not llava) or
     'causal_lm', from the config. generalist.batching.token_layout adapts to each VLM's
     model_type."""
+    torchvision_usable()  # a broken torchvision is hidden before transformers imports it
     from transformers import AutoConfig
 
     config = _load("a model config", key, AutoConfig.from_pretrained, src)
@@ -63,6 +65,7 @@ def load_processor(src: str, family: str, key: str = "model.name_or_path") -> An
     SmolVLM / LLaVA-OneVision one its own class without a video processor. A local
     model dir saved without its processor is a ConfigError saying so and how to save one.
     """
+    torchvision_usable()  # before transformers' image utilities import torchvision
     from transformers import AutoProcessor, AutoTokenizer
 
     try:
@@ -76,6 +79,12 @@ def load_processor(src: str, family: str, key: str = "model.name_or_path") -> An
         if needs_videoless(src):  # SmolVLM, LLaVA-OneVision without torchvision
             return _load("the processor", key, load_videoless, src)
         return _load("the processor", key, AutoProcessor.from_pretrained, src)
+    except ImportError:  # a processor that needs the torchvision we had to hide
+        if not broken_torchvision_hint():
+            raise
+        raise ConfigError(
+            f"{key}: {src!r} needs torchvision: {broken_torchvision_hint()}"
+        ) from None
     except ConfigError:
         missing = _missing_processor_files(src, family)
         if missing:

@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from generalist.model.qwen2_vl_processor import processor_class
+from generalist.model.qwen2_vl_processor import checkpoint_file, find_chat_template, processor_class
+from generalist.model.torchvision_guard import torchvision_usable
 
 VIDEO_HOLDING = {"SmolVLMProcessor", "LlavaOnevisionProcessor"}
 NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwargs"}
@@ -26,39 +27,21 @@ NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwar
 
 def needs_videoless(src: str | os.PathLike[str]) -> bool:
     """True when `src` holds SmolVLM's or LLaVA-OneVision's processor and torchvision is out."""
-    from transformers.utils import is_torchvision_available
-
-    return processor_class(src) in VIDEO_HOLDING and not is_torchvision_available()
-
-
-def _file(src: str | os.PathLike[str], name: str) -> Path | None:
-    """A file of a local checkpoint dir, or of a hub id where transformers caches it."""
-    from transformers.utils import cached_file
-
-    if Path(src).is_dir():
-        path = Path(src) / name
-        return path if path.is_file() else None
-    try:
-        found = cached_file(str(src), name, _raise_exceptions_for_missing_entries=False)
-    except (OSError, ValueError):
-        return None
-    return Path(found) if found else None
+    return processor_class(src) in VIDEO_HOLDING and not torchvision_usable()
 
 
 def _settings(src: str | os.PathLike[str], cls: type) -> dict[str, Any]:
     """processor_config.json's settings that the class takes (its __init__ parameters), and
-    the chat template (in that file, or chat_template.jinja / .json beside it)."""
+    the chat template (wherever the directory holds it: find_chat_template)."""
     import inspect
 
-    path = _file(src, "processor_config.json")
+    path = checkpoint_file(src, "processor_config.json")
     data = json.loads(path.read_text()) if path else {}
     takes = set(inspect.signature(cls.__init__).parameters) - NOT_SETTINGS
     out = {k: v for k, v in data.items() if k in takes}
-    jinja, as_json = _file(src, "chat_template.jinja"), _file(src, "chat_template.json")
-    if jinja:
-        out["chat_template"] = jinja.read_text()
-    elif as_json:
-        out["chat_template"] = json.loads(as_json.read_text()).get("chat_template")
+    template = find_chat_template(src)
+    if template:
+        out["chat_template"] = template
     return out
 
 

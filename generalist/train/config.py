@@ -260,6 +260,10 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
+# Keys of tasks declared in YAML (generalist/tasks/declared.py reads them from the file itself).
+OWN_KEYS = {"own_tasks", "own_mixture"}
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key.
 
@@ -282,6 +286,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
             raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
         data = loaded or {}
         anchor_paths(data, path.parent)  # relative paths in the file: from the file's folder
+        if OWN_KEYS & set(data):  # tasks declared in the run config: it imports itself for them
+            data = {k: v for k, v in data.items() if k not in OWN_KEYS}
+            data["imports"] = [*data.get("imports", []), str(path.resolve())]
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     check_keys(data, TrainConfig)

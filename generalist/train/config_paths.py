@@ -44,7 +44,7 @@ KIND_NOTES: dict[str, str] = {
 
 def _is_path(kind: str, value: str, base: Path) -> bool:
     if kind == "module":  # the rule of generalist.catalog.loading.import_user_module
-        return value.endswith(".py") or "/" in value
+        return value.endswith((".py", ".yaml", ".yml")) or "/" in value
     if kind == "checkpoint":
         return value.lower() not in ("auto", "none", "null", "")
     if kind == "model_source":
