@@ -18,8 +18,14 @@ from generalist.batching.losses import example_losses
 from generalist.catalog.loading import import_user_module
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError
-from generalist.train.checkpoint_layout import latest_checkpoint, prune, resolve_resume
-from generalist.train.rng_state import rng_state, set_rng_state
+from generalist.train.checkpoint import (
+    latest_checkpoint,
+    prune,
+    resolve_resume,
+    rng_state,
+    set_rng_state,
+    write_manifest,
+)
 from generalist.train.step import LossMeter
 
 
@@ -28,6 +34,7 @@ def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
     (path / "engine").mkdir(parents=True)
     if complete:
         (path / "trainer.json").write_text(json.dumps({"step": 1, "world_size": 1}))
+        write_manifest(path)
     return path
 
 
@@ -36,7 +43,7 @@ def test_latest_pointer_ignores_partial_saves_and_prune_keeps_newest(tmp_path: P
     _fake_checkpoint(root, "step-000004")
     _fake_checkpoint(root, "step-000008")
     _fake_checkpoint(root, "step-000012.tmp", complete=False)  # a save killed midway
-    _fake_checkpoint(root, "step-000010", complete=False)  # renamed dirs always have trainer.json
+    _fake_checkpoint(root, "step-000010", complete=False)  # no manifest: damaged
     (root / "latest").write_text("step-000008\n")
     assert latest_checkpoint(root) == root / "step-000008"
     assert resolve_resume("auto", root) == root / "step-000008"
@@ -136,12 +143,13 @@ def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> 
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path, tiny_config) -> None:
-    from generalist.train.checkpoint_layout import check_resumable
+    from generalist.train.checkpoint import check_resumable
     from generalist.train.config import load_config
 
     cfg = load_config(tiny_config()).model_dump(mode="json")
     path = _fake_checkpoint(tmp_path, "step-000004")
     (path / "trainer.json").write_text(json.dumps({"step": 4, "world_size": 2, "config": cfg}))
+    write_manifest(path)
     check_resumable(path, {**cfg, "steps": 99})  # more steps: fine
     changed = load_config(tiny_config(), ["model.tiny.hidden_size=64"]).model_dump(mode="json")
     with pytest.raises(ConfigError) as err:

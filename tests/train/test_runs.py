@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from generalist.train.checkpoint_layout import complete_checkpoints, latest_checkpoint
+from generalist.train.checkpoint import complete_checkpoints, latest_checkpoint
 
 pytestmark = pytest.mark.slow
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
