@@ -5,4 +5,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 ruff check .
 ruff format --check .
-python -m pytest "$@"
+# every test, the slow DeepSpeed launches included (plain `pytest` deselects marker `slow`)
+python -m pytest -m "slow or not slow" "$@"

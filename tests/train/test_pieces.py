@@ -22,6 +22,8 @@ from generalist.train.checkpoint_layout import latest_checkpoint, prune, resolve
 from generalist.train.rng_state import rng_state, set_rng_state
 from generalist.train.step import LossMeter
 
+from support import TINY_TASKS
+
 
 def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
     path = root / name
@@ -109,7 +111,7 @@ class _FakeCollator:
 def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> None:
     from generalist.mixing.stream import build_stream
 
-    import_user_module(str(Path(__file__).with_name("tiny_tasks.py")))
+    import_user_module(str(TINY_TASKS))
     mixture = mixture_from_rates("t", {"train_colors": 1.0, "train_words": 1.0})
 
     def batches(start=None):
