@@ -11,7 +11,7 @@ import pytest
 
 from generalist.model.build import build_model
 from generalist.model.bundle import ModelBundle
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 
 from support import model_data
 from support.model_data import CORPUS, TINY
@@ -24,8 +24,8 @@ def make_bundle() -> Callable[..., ModelBundle]:
     def make(
         tiny: dict[str, Any] | None = None, lora: dict[str, Any] | None = None, **model: Any
     ) -> ModelBundle:
-        cfg = parse_model_config({"tiny": {**TINY, **(tiny or {})}, **model})
-        return build_model(cfg, parse_lora_settings(lora or {}), texts_for_tokenizer=CORPUS)
+        cfg = ModelConfig.parse({"tiny": {**TINY, **(tiny or {})}, **model})
+        return build_model(cfg, LoraSettings.parse(lora or {}), texts_for_tokenizer=CORPUS)
 
     return make
 
