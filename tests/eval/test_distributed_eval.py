@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,24 +13,20 @@ import pytest
 
 from generalist.catalog.loading import import_user_module
 
-HERE = Path(__file__).parent
-eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))
+from support import EVAL_TASKS, rank_eval
+from support.deepspeed_runs import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+eval_tasks = import_user_module(str(EVAL_TASKS))
 
 
 def _run_two_ranks(model_dir: Path, out: Path) -> dict:
-    script = str(HERE / "rank_eval.py")
+    script = rank_eval.__file__
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     env.update(
         OMP_NUM_THREADS="1",
         TOKENIZERS_PARALLELISM="false",
         MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()),
+        MASTER_PORT=str(free_port()),
         WORLD_SIZE="2",
     )
     procs = [
@@ -49,7 +44,6 @@ def _run_two_ranks(model_dir: Path, out: Path) -> dict:
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank(tmp_path: Path) -> None:
     model_dir = eval_tasks.tiny_model_dir(tmp_path / "model")
-    rank_eval = import_user_module(str(HERE / "rank_eval.py"))
     rank_eval.main(str(model_dir), str(tmp_path / "one.json"))  # one rank, in this process
     one = json.loads((tmp_path / "one.json").read_text())
     two = _run_two_ranks(model_dir, tmp_path / "two.json")

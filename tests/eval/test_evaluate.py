@@ -19,8 +19,9 @@ from generalist.eval.evaluate import build_examples, evaluate_tasks, rank_share
 from generalist.tracking.run_records import read_metrics
 from generalist.tracking.tracker import Tracker
 
-HERE = Path(__file__).parent
-eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))
+from support import EVAL_TASKS
+
+eval_tasks = import_user_module(str(EVAL_TASKS))
 
 
 def _is_blank(example: Example) -> bool:
