@@ -5,10 +5,8 @@ image and text-only examples share a row. Families packing cannot keep exact are
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,19 +28,13 @@ from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.train.step import example_target_counts
 
-HERE = Path(__file__).parent
 RTOL = 1e-5
 
 
-def _load(path: Path, name: str):  # helper files of this folder (not a package)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _templates():
-    return _load(HERE / "chat_templates" / "__init__.py", "_chat_templates")
+    from support import chat_templates
+
+    return chat_templates
 
 
 ROLE_WORDS = "You are a helpful assistant. system user assistant model"  # template text
@@ -146,7 +138,8 @@ def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
     from generalist.model.build import build_model
     from generalist.model.config import LoraSettings, ModelConfig
 
-    tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
+    from support import tiny_gemma3_qwen_mllama as tiny
+
     corpus = [*h.corpus, ROLE_WORDS]
     if family == "gemma3":
         path = tiny.save_tiny_gemma3(tmp_path / family, corpus)
