@@ -1,0 +1,77 @@
+"""Option scoring encodes each example's prompt and images once (generalist.eval.generation):
+for every family the cached scores equal the naive path's (one full forward per option) to 1e-5,
+on an image example and a text-only one (its dummy image), with options of different lengths."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from generalist.catalog.loading import import_user_module
+from generalist.eval.generation import HFPredictor
+from generalist.model.build import build_model
+from generalist.model.config import parse_lora_settings, parse_model_config
+
+HERE = Path(__file__).parent
+OPTIONS = ("red", "blue", "green circle", "no", "yes", "a red triangle", "circle", "rectangle")
+# family -> (tiny helper module, its saver, saver keyword arguments)
+SAVED = {
+    "paligemma": ("tiny_vlms.py", "save_tiny_paligemma", {}),
+    "qwen2_vl": ("tiny_vlms.py", "save_tiny_qwen2_vl", {}),
+    "gemma3": ("tiny_families_a.py", "save_tiny_gemma3", {}),
+    "qwen2_5_vl": ("tiny_families_a.py", "save_tiny_qwen_vl", {"kind": "qwen2_5_vl"}),
+    "qwen3_vl": ("tiny_families_a.py", "save_tiny_qwen_vl", {"kind": "qwen3_vl"}),
+    "mllama": ("tiny_families_a.py", "save_tiny_mllama", {}),
+    "idefics3": ("tiny_families_b.py", "save_tiny_idefics3", {}),
+    "smolvlm": ("tiny_families_b.py", "save_tiny_smolvlm", {}),
+    "llava_next": ("tiny_families_b.py", "save_tiny_llava_next", {}),
+    "llava_onevision": ("tiny_families_b.py", "save_tiny_llava_onevision", {}),
+}
+
+
+def _bundle(family, tmp_path, make_bundle, h):
+    if family in ("llava", "blip2"):
+        return make_bundle(tiny={"architecture": family} if family == "blip2" else None)
+    helper, saver, kwargs = SAVED[family]
+    module = import_user_module(str(HERE / helper))
+    path = getattr(module, saver)(tmp_path / family, h.corpus, **kwargs)
+    cfg = parse_model_config({"name_or_path": str(path)})
+    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0}))
+
+
+def _perturb_lora(bundle):
+    """LoRA's B starts at zero: move it so the adapters take part in the scores."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in bundle.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+
+
+def _flat(scores):
+    return torch.tensor([s for row in scores for s in row], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("family", ["llava", "blip2", *SAVED])
+def test_cached_option_scores_equal_the_naive_path(family, tmp_path, make_bundle, h):
+    bundle = _bundle(family, tmp_path, make_bundle, h)
+    _perturb_lora(bundle)
+    bundle.model.eval()
+    examples = [
+        replace(h.image_example(0, color="blue"), options=OPTIONS),
+        replace(h.text_example(1, answer="no"), options=("no", "yes", "maybe not")),
+        replace(h.image_example(2, color="red"), options=OPTIONS[:3]),
+    ]
+    cached = HFPredictor(bundle, max_length=512)
+    naive = HFPredictor(bundle, max_length=512, naive=True)
+    got, want = cached.score_options(examples), naive.score_options(examples)
+    assert [len(s) for s in got] == [8, 3, 3]
+    torch.testing.assert_close(_flat(got), _flat(want), atol=1e-5, rtol=1e-6)
+    # each example alone gives the same scores as in the batch (the cache is per example)
+    alone = [cached.score_options([e])[0] for e in examples]
+    torch.testing.assert_close(_flat(alone), _flat(got), atol=1e-5, rtol=1e-6)
+    # the scores tell the options apart (not one constant)
+    assert len({round(s, 4) for s in got[0]}) > 4
