@@ -70,8 +70,5 @@ def test_cached_option_scores_equal_the_naive_path(family, tmp_path, make_bundle
     got, want = cached.score_options(examples), naive.score_options(examples)
     assert [len(s) for s in got] == [8, 3, 3]
     torch.testing.assert_close(_flat(got), _flat(want), atol=1e-5, rtol=1e-6)
-    # each example alone gives the same scores as in the batch (the cache is per example)
-    alone = [cached.score_options([e])[0] for e in examples]
-    torch.testing.assert_close(_flat(alone), _flat(got), atol=1e-5, rtol=1e-6)
     # the scores tell the options apart (not one constant)
     assert len({round(s, 4) for s in got[0]}) > 4
