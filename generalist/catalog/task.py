@@ -84,7 +84,9 @@ class Task:
         if self.kind not in KINDS:
             raise GeneralistError(f"{where}: unknown kind {self.kind!r}; one of {list(KINDS)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise GeneralistError(f"{where}: max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise GeneralistError(
+                f"{where}: max_new_tokens must be >= 1, got {self.max_new_tokens}"
+            )
         if not self.instructions or not all(isinstance(i, str) and i for i in self.instructions):
             raise GeneralistError(f"{where}: give at least one non-empty instruction string")
         if self.shots not in (0, 1, 2):

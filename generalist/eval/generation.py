@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from generalist.batching.collate import Collator
 from generalist.batching.losses import example_losses
 from generalist.batching.model_inputs import to_device
-from generalist.batching.padding import IGNORE_INDEX
 from generalist.catalog.records import Example
+from generalist.eval.option_cache import cached_option_scores
 from generalist.model.bundle import ModelBundle
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 
 class Predictor(Protocol):
-    def generate(self, examples: list[Example]) -> list[str]: ...
+    def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]: ...
 
     def score_options(self, examples: list[Example]) -> list[list[float]]: ...
 
@@ -104,20 +104,21 @@ class HFPredictor:
             synced_gpus = dist.is_initialized() and dist.get_world_size() > 1
         self.synced_gpus = synced_gpus
         self.naive = naive
-        self._cross_layers = _cross_layers(self.model)
 
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         param = next(self.model.parameters())
         return to_device(batch, param.device, param.dtype)
 
-    def generate(self, examples: list[Example]) -> list[str]:
+    def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers of one batch; max_new_tokens: this call's budget (default the
+        predictor's). generate() stops as soon as every sequence has produced a stop token."""
         import torch
 
         inputs = self._inputs(self.gen_collator(examples))
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.gen_collator.stop_ids(),  # chat: the end-of-turn token too
@@ -127,6 +128,21 @@ class HFPredictor:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [first_line(t) for t in texts]
 
+    @property
+    def prompt_format(self) -> str:
+        """ "chat" or "raw": the format the prompts are fed in."""
+        return "chat" if self.gen_collator.chat is not None else "raw"
+
+    def fed_prompt(self, example: Example) -> str:
+        """The prompt text as the model is fed it (the chat template's rendering in a chat run;
+        image markers as the processor expands them)."""
+        return self.gen_collator._prompt_text(example)
+
+    def length_key(self, example: Example) -> int:
+        """The prompt's text tokens (images aside): the key generation batches sort by."""
+        text = self.fed_prompt(example)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def score_options(self, examples: list[Example]) -> list[list[float]]:
         """Each option's summed log-probability (see the module docstring). The prompt and its
         images are encoded once per example and every option scored from that (`_cached`);
@@ -134,7 +150,10 @@ class HFPredictor:
         tests and the bench compare against)."""
         if self.naive:
             return self.score_options_naive(examples)
-        return [self._cached(e) if len(e.options) > 1 else self._naive_one(e) for e in examples]
+        return [
+            cached_option_scores(self, e) if len(e.options) > 1 else self._naive_one(e)
+            for e in examples
+        ]
 
     def score_options_naive(self, examples: list[Example]) -> list[list[float]]:
         """One full forward (prompt, images, option) per option, every option of the batch in
@@ -160,120 +179,33 @@ class HFPredictor:
     def _naive_one(self, example: Example) -> list[float]:
         return self.score_options_naive([example])[0] if example.options else []
 
-    def _cached(self, example: Example) -> list[float]:
-        """One example's option scores from one encoding of its prompt and images.
 
-        The first option's row is exactly the naive path's row (prompt, images, option, eos,
-        dummy image): its forward scores that option and fills the key/value cache, which is
-        cut back to the prompt and repeated for the other options; their tokens then run
-        against it (positions, token types and Mllama's cross-attention mask sliced from the
-        naive batch, so every token sees what it sees there). Encoder-decoders (BLIP-2 + T5)
-        run the vision tower, Q-Former and encoder once and the decoder once per option.
-        A chat prompt that a long option makes the collator shorten differs per option: such
-        an example is scored the naive way."""
-        import torch
+def predict_sorted(
+    predictor: Predictor,
+    examples: Sequence[Example],
+    batch_size: int,
+    max_new_tokens: int | None = None,
+    bar: Any = None,
+) -> list[str]:
+    """Generations of `examples` in input order, computed in batches of similar prompt length
+    (fewer pad tokens, and a batch of short prompts stops with its short answers); a
+    predictor without `length_key`, or with `naive` set, runs them in input order."""
+    key = getattr(predictor, "length_key", None)
+    order = list(range(len(examples)))
+    if key is not None and not getattr(predictor, "naive", False):
+        lengths = [(key(e), len(e.images)) for e in examples]
+        order.sort(key=lambda i: lengths[i])
 
-        flat = [dataclasses.replace(example, target=o) for o in example.options]
-        rows = self.score_collator.encode_many(flat)
-        p = rows[0].prompt_length
-        if any(r.prompt_length != p or r.input_ids[:p] != rows[0].input_ids[:p] for r in rows):
-            return self._naive_one(example)
-        first = self._inputs(self.score_collator.pad(rows[:1]))
-        rest = self._inputs(self.score_collator.pad(rows[1:]))
-        with torch.no_grad():
-            if self.seq2seq:
-                return self._cached_seq2seq(first, rest)
-            labels0 = first.pop("labels")
-            out = self.model(**first, use_cache=True, past_key_values=self._new_cache())
-            head, _ = example_losses(out.logits, labels0)
-            cache = out.past_key_values
-            _crop(cache, p, self._cross_layers)
-            labels = rest.pop("labels")
-            # the option tokens only: the dummy image block after them is never attended
-            end = int((labels != IGNORE_INDEX).nonzero()[:, 1].max()) + 1
-            cont = {
-                k: v[:, p:end] for k, v in rest.items() if k in _PER_TOKEN and v.dim() >= 2
-            }
-            # No attention mask: the cached prompt has no padding, the options' right padding
-            # comes after their tokens, and with it M-RoPE models would number the positions
-            # from the mask's full width.
-            cache.batch_repeat_interleave(len(rows) - 1)
-            n = end - p
-            logits = self.model(
-                **cont,
-                past_key_values=cache,
-                use_cache=True,
-                cache_position=torch.arange(p, end, device=labels.device),
-            ).logits
-            # the first option token is predicted at the prompt's last position (the prefill)
-            last = out.logits[:, p - 1 : p].expand(len(rows) - 1, 1, -1)
-            lead = torch.full_like(labels[:, :1], IGNORE_INDEX)
-            tail, _ = example_losses(
-                torch.cat([last, logits[:, :n]], 1), torch.cat([lead, labels[:, p:end]], 1)
-            )
-        return [-float(head[0]), *(-tail).tolist()]
+    def gen(batch: list[Example]) -> list[str]:
+        if max_new_tokens is None:
+            return predictor.generate(batch)
+        return predictor.generate(batch, max_new_tokens=max_new_tokens)
 
-    def _new_cache(self) -> object:
-        """None (the model makes its own cache), or for a model with sliding-window layers
-        (Gemma 3) a cache that keeps the states beyond the window, so it can be cut back."""
-        config = getattr(_base(self.model), "config", None)
-        text = config.get_text_config(decoder=True) if config is not None else None
-        if "sliding_attention" not in (getattr(text, "layer_types", None) or ()):
-            return None
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=config)
-        cache.activate_past_recording()
-        return cache
-
-    def _cached_seq2seq(self, first: dict[str, Any], rest: dict[str, Any]) -> list[float]:
-        import torch
-
-        out = self.model(**first, return_dict=True)
-        head, _ = example_losses(out.logits, first["labels"], shift=False)
-        encoded = out.language_model_outputs.encoder_last_hidden_state
-        k = rest["labels"].shape[0]
-        lm = _base(self.model).language_model
-        mask = first["attention_mask"]
-        # the encoder's mask: BLIP-2 prepends its query tokens to the prompt, all attended
-        queries = encoded.shape[1] - mask.shape[1]
-        full = torch.cat([mask.new_ones(mask.shape[0], queries), mask], 1)
-        logits = lm(
-            encoder_outputs=(encoded.expand(k, -1, -1),),
-            attention_mask=full.expand(k, -1),
-            labels=rest["labels"],
-            return_dict=True,
-        ).logits
-        tail, _ = example_losses(logits, rest["labels"], shift=False)
-        return [-float(head[0]), *(-tail).tolist()]
-
-
-# Per-token tensors of a batch (sliced to the option tokens for the cached continuation).
-_PER_TOKEN = ("input_ids", "token_type_ids", "mm_token_type_ids", "cross_attention_mask")
-
-
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper (the one with the family's submodules)."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
-def _cross_layers(model: torch.nn.Module) -> set[int]:
-    """Cache layers that hold image keys (Mllama's cross-attention), which stay uncut."""
-    config = getattr(_base(model), "config", None)
-    text = getattr(config, "text_config", None)
-    return set(getattr(text, "cross_attention_layers", None) or ())
-
-
-def _crop(cache: object, length: int, cross: set[int]) -> None:
-    """Cut every self-attention layer of a transformers cache back to its first `length`
-    positions (the prompt)."""
-    for i, layer in enumerate(cache.layers):  # type: ignore[attr-defined]
-        if i in cross or not getattr(layer, "is_initialized", False):
-            continue
-        extra = layer.get_seq_length() - length
-        if extra:
-            layer.crop(-extra)
+    texts = predict_batched(gen, [examples[i] for i in order], batch_size, bar)
+    out: list[str] = [""] * len(examples)
+    for i, text in zip(order, texts):
+        out[i] = text
+    return out
 
 
 def predict_batched(
