@@ -72,3 +72,48 @@ def test_cached_option_scores_equal_the_naive_path(family, tmp_path, make_bundle
     torch.testing.assert_close(_flat(got), _flat(want), atol=1e-5, rtol=1e-6)
     # the scores tell the options apart (not one constant)
     assert len({round(s, 4) for s in got[0]}) > 4
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "blip2"])
+def test_sorted_generation_equals_the_naive_order_token_for_token(family, tmp_path, make_bundle, h):
+    from generalist.eval.generation import predict_sorted
+
+    bundle = _bundle(family, tmp_path, make_bundle, h)
+    _perturb_lora(bundle)
+    bundle.model.eval()
+    long_q = "what color is the shape in the image? " * 4
+    examples = [
+        h.image_example(0, color="red"),
+        replace(h.text_example(1), prompt=f"Q: {long_q}\nA:"),
+        h.text_example(2, answer="no"),
+        replace(h.image_example(3, color="blue"), prompt=f"Given <image>. Q: {long_q}\nA:"),
+        h.image_example(4, color="green"),
+    ]
+    fast = HFPredictor(bundle, max_length=512)
+    naive = HFPredictor(bundle, max_length=512, naive=True)
+    order = sorted(range(5), key=lambda i: (fast.length_key(examples[i]), len(examples[i].images)))
+    assert order != list(range(5))  # the sorted run batches them differently
+    got = predict_sorted(fast, examples, 2, max_new_tokens=6)
+    assert got == predict_sorted(naive, examples, 2, max_new_tokens=6)
+    # token for token: the generated ids themselves (an untrained model's text may be empty)
+    fast.tokenizer = naive.tokenizer = TokenIds(bundle.tokenizer)
+    ids = predict_sorted(fast, examples, 2, max_new_tokens=6)
+    assert ids == predict_sorted(naive, examples, 2, max_new_tokens=6)
+    assert len(set(ids)) > 1, ids  # not one constant answer
+
+
+class TokenIds:
+    """A tokenizer whose batch_decode writes the token ids (pad dropped)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.tokenizer(*args, **kwargs)
+
+    def batch_decode(self, rows, skip_special_tokens=False):
+        pad = self.tokenizer.pad_token_id
+        return [" ".join(str(t) for t in row.tolist() if t != pad) for row in rows]
