@@ -12,12 +12,15 @@ so evaluation feeds the model the format it trained on.
 - generate: prompt-only batches (left padding), greedy decoding until eos (chat: or the
   template's end-of-turn token), the new tokens decoded and cut at the first newline (the
   model would go on with another "Given ..." block otherwise).
+- generate runs in batches sorted by prompt length (`predict_sorted`, results in input order),
+  each task with its own budget (Task.generation_budget).
 - score_options: for each option the sequence `prompt + " " + option + eos` (chat: the option
   as the assistant turn; exactly what training sees for a correct answer); the score is the
   summed log-probability of the option's tokens and eos under teacher forcing. Picking the
   best option is decoding constrained to the option set (what BiomedGPT does with a trie,
   done exactly over whole options); softmax over the scores gives the class probabilities
-  that macro-AUC needs.
+  that macro-AUC needs. The prompt and its images are encoded once per example and every
+  option scored from that (generalist.eval.option_cache); the scores equal the naive path's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from generalist.model.bundle import ModelBundle
 
 if TYPE_CHECKING:
     pass
+
+
+DEFAULT_MAX_NEW_TOKENS = 32
 
 
 class Predictor(Protocol):
@@ -74,13 +80,16 @@ class HFPredictor:
     synced_gpus: keep generating until every rank is done (needed under ZeRO-3, where each
         forward is collective); None means "when more than one rank".
     prompt_format: "raw" | "chat"; None: the bundle's model.prompt_format (saved in its dir).
+    max_new_tokens: a budget for every call (None: each call's, i.e. the task's).
+    naive: the reference paths the fast ones are tested and benched against: every option's
+        prompt run in full (score_options_naive) and generation batches in input order.
     """
 
     def __init__(
         self,
         bundle: ModelBundle,
         max_length: int,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         model: Any = None,
         synced_gpus: bool | None = None,
         prompt_format: str | None = None,
@@ -110,15 +119,17 @@ class HFPredictor:
         return to_device(batch, param.device, param.dtype)
 
     def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]:
-        """Greedy answers of one batch; max_new_tokens: this call's budget (default the
-        predictor's). generate() stops as soon as every sequence has produced a stop token."""
+        """Greedy answers of one batch. The budget: the predictor's max_new_tokens when set
+        (`generalist evaluate --max-new-tokens`), else this call's (the task's, see
+        Task.generation_budget), else DEFAULT_MAX_NEW_TOKENS. generate() stops as soon as every
+        sequence has produced a stop token."""
         import torch
 
         inputs = self._inputs(self.gen_collator(examples))
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                max_new_tokens=self.max_new_tokens or max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.gen_collator.stop_ids(),  # chat: the end-of-turn token too
