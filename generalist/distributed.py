@@ -90,8 +90,3 @@ def auto_precision(requested: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp16" if torch.cuda.is_available() else "fp32"
-
-
-def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

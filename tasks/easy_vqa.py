@@ -98,15 +98,15 @@ def infer_shape_and_color(questions: list[tuple[str, str]]) -> tuple[str | None,
         for vocab, candidates in ((SHAPES, shapes), (COLORS, colors)):
             mentioned = words & set(vocab)
             if answer in vocab:
-                candidates &= {answer}
+                candidates.intersection_update({answer})  # in place: shapes or colors
             elif len(mentioned) == 1 and answer in ("yes", "no"):
                 (word,) = mentioned
                 if (answer == "yes") != negated:
-                    candidates &= {word}
+                    candidates.intersection_update({word})
                 else:
-                    candidates -= {word}
+                    candidates.discard(word)
             elif len(mentioned) == 1:  # "what color is the triangle?" / "what is the blue shape?"
-                candidates &= mentioned
+                candidates.intersection_update(mentioned)
     shape = next(iter(shapes)) if len(shapes) == 1 else None
     color = next(iter(colors)) if len(colors) == 1 else None
     return shape, color

@@ -1,5 +1,6 @@
 """The package's layout: stage folders in data-path order, imports that only run down the stages,
-no import circles, no re-export facades, modules under 300 lines, every package installed.
+no import circles, no re-export facades, every package installed. A module holds one job whole;
+its size follows the job (no line cap).
 
 The stage order is written once, here. A module may import from its own stage or any earlier
 one; an import to a later stage (a shard reader importing the mixer, the library importing its
@@ -12,8 +13,6 @@ from __future__ import annotations
 import ast
 import configparser
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "generalist"
@@ -36,7 +35,6 @@ STAGES = (
     "bench",
     "cli",
 )
-MAX_LINES = 300
 
 
 def module_files() -> dict[str, Path]:
@@ -157,12 +155,6 @@ def test_no_reexport_facades():
             if line.lstrip().startswith("from generalist") and "F401" in line:
                 facades.append(f"{module}: {line.strip()}")
     assert not facades, facades
-
-
-@pytest.mark.parametrize("module", sorted(FILES))
-def test_module_stays_small(module):
-    lines = len(FILES[module].read_text().splitlines())
-    assert lines <= MAX_LINES, f"{FILES[module]} has {lines} lines; split it along its seams"
 
 
 def test_setup_cfg_installs_every_package():

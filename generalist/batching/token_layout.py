@@ -28,7 +28,6 @@ batch layout (masking, truncation, dummy images, padding) is the same for every 
   image's tiles by cross-attention); pixel tensors are per example [images, tiles, ...] and the
   cross-attention mask is built per token at padding time (generalist.batching.mllama_inputs).
   The dummy image of a text-only row has no token and no token attends it.
-  vision tower runs on the real ones anyway).
 - tiled (Idefics3, SmolVLM) and anyres (LLaVA-NeXT, LLaVA-OneVision): a marker is the
   processor's "<image>", which it expands by the image's tiles; images go to the processor per
   example (nested lists); the tensors are split and padded by generalist.batching.tiled_images.
@@ -89,11 +88,6 @@ class TokenLayout:
     def mm_token_types(self) -> bool:
         """mm_token_type_ids: 1 on image tokens, for M-RoPE positions (Qwen2-VL)."""
         return self.kind == "mrope"
-
-    @property
-    def images_first(self) -> bool:
-        """The processor puts the image tokens before the text (BLIP-2, PaliGemma)."""
-        return self.kind in ("blip2", "paligemma")
 
     @property
     def dummy_only_without_images(self) -> bool:

@@ -33,9 +33,9 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
 
 from generalist.catalog.loading import load_catalog
+from generalist.config_base import StrictConfig
 from generalist.errors import ConfigError
 from generalist.shards.writer import write_dataset
 from generalist.train.config import TrainConfig, set_dotted
@@ -47,10 +47,8 @@ NOT_ON_DEVICE = ("mlflow", "webdataset", "datasets")
 CHECK_STEPS = ("zero2", "zero3", "attention")
 
 
-class CheckSpec(BaseModel):
+class CheckSpec(StrictConfig):
     """A configs/gpu_check_*.yaml file (strict): see configs/gpu_check_qwen2vl_2b.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
 
     architecture: str
     tokenizer_vocab: int
@@ -67,9 +65,15 @@ def load_spec(path: Path) -> CheckSpec:
     if not path.is_file():
         raise ConfigError(f"gpu check spec {str(path)!r} does not exist")
     try:
-        spec = CheckSpec.model_validate(yaml.safe_load(path.read_text()))
-    except Exception as err:  # pydantic's ValidationError, YAML errors: one line
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:  # one line: PyYAML's own message spans several
         raise ConfigError(f"gpu check spec {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"gpu check spec {path}: the top level must be a mapping of keys")
+    try:
+        spec = CheckSpec.parse(data)
+    except ConfigError as err:
+        raise ConfigError(f"gpu check spec {path}: {err}") from None
     if spec.architecture != "qwen2_vl":
         raise ConfigError(f"gpu check spec {path}: architecture must be qwen2_vl")
     missing = [k for k in CHECK_STEPS if k not in spec.steps]

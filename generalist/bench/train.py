@@ -81,8 +81,9 @@ def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> TrainConf
     or --config with its overrides; either way no MLflow, output in the temp dir."""
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
-        cfg.output_dir, cfg.steps, cfg.logging.mlflow, cfg.resume = out, 10**6, False, None
-        return cfg
+        logging = cfg.logging.model_copy(update={"mlflow": False})
+        update = {"output_dir": out, "steps": 10**6, "logging": logging, "resume": None}
+        return cfg.model_copy(update=update)
     tiny = {"vision_layers": 2, "text_layers": 2, "hidden_size": 64, "heads": 4}
     tiny |= {"image_size": 64, "patch_size": 16, "vocab_size": 2000}
     batch = {"micro_batch_size": args.micro_batch_size, "max_length": 192}

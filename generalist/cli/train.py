@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.verbose:
-        cfg.logging.verbose = True
+        cfg = cfg.model_copy(update={"logging": cfg.logging.model_copy(update={"verbose": True})})
     mixture = check_config(cfg)  # everything checkable is checked before torch is imported
     done = finished(cfg)  # a finished run says so now, not after loading everything
     if done:

@@ -60,7 +60,7 @@ class Position:
     epoch: int
     shard_pos: int  # index into this slot's segment list for the epoch
     shard: int  # index of the shard in the manifest's list
-    offset: int  # position within that shard's order for the epoch (the sample: sample_at)
+    offset: int  # position within that shard's order for the epoch (see permutation)
 
 
 class TaskShares:
@@ -115,11 +115,6 @@ class TaskShares:
                 self._perms.popitem(last=False)
         self._perms.move_to_end(key)
         return self._perms[key]
-
-    def sample_at(self, epoch: int, shard: int, position: int) -> int:
-        """The sample (written order) read at `position` of shard `shard` in `epoch`."""
-        perm = self.permutation(epoch, shard)
-        return position if perm is None else perm[position]
 
     def index(self, shard: int) -> ShardIndex:
         """The tar index of shard `shard` (scanned once, then cached)."""

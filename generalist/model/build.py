@@ -77,12 +77,6 @@ def build_model(
     return ModelBundle(model, processor, tokenizer, image_token, family, model_cfg, lora_cfg)
 
 
-def _to_dtype(model: Any, dtype: str) -> Any:
-    import torch
-
-    return model.to(getattr(torch, dtype))
-
-
 def build_tiny(
     cfg: TinyModelConfig,
     texts: Iterable[str] | None = None,

@@ -1,25 +1,24 @@
 """Typed model and LoRA configs: the training config nests them under `model:` and `lora:`.
 
-Strict (unknown keys are errors); `parse_model_config` / `parse_lora_settings` turn pydantic's
-errors into one ConfigError naming the key. See generalist.model for what they build.
+Strict and frozen (generalist.config_base); `ModelConfig.parse(data)` / `LoraSettings.parse(data)`
+turn pydantic's errors into one ConfigError naming the key. See generalist.model for what they
+build.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from generalist.errors import ConfigError
+from generalist.config_base import StrictConfig
 
 Family = Literal["auto", "llava", "blip2", "causal_lm", "composed"]
-DTYPES = ("float32", "bfloat16", "float16")
 AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 PromptFormat = Literal["raw", "chat"]
 
 
-class TinyModelConfig(BaseModel):
+class TinyModelConfig(StrictConfig):
     """A tiny LLaVA (CLIP + Llama) or BLIP-2 (ViT + Q-Former + T5) built from scratch, with a
     tokenizer trained locally.
 
@@ -28,7 +27,7 @@ class TinyModelConfig(BaseModel):
     `texts_for_tokenizer` (the trainer draws prompts and targets from the mixture).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model.tiny"
 
     vision_layers: int = Field(2, ge=1, description="vision transformer layers")
     text_layers: int = Field(2, ge=1, description="language model layers")
@@ -69,11 +68,11 @@ class TinyModelConfig(BaseModel):
 Part = Literal["vision_tower", "projector", "language_model"]
 
 
-class FreezeConfig(BaseModel):
+class FreezeConfig(StrictConfig):
     """Which parts keep their weights (generalist.model.parts names each family's modules).
     With LoRA the language model's own weights are always frozen (LoRA trains beside them)."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model.freeze"
 
     vision_tower: bool = Field(True, description="keep the vision tower frozen")
     projector: bool = Field(False, description="keep the projector (connector, merger) frozen")
@@ -82,7 +81,7 @@ class FreezeConfig(BaseModel):
     )
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictConfig):
     """Which model to train. Exactly one of `name_or_path`, `tiny`, or composed parts.
 
     family: "auto" picks from the checkpoint's config (vision config -> image-text-to-text,
@@ -91,7 +90,7 @@ class ModelConfig(BaseModel):
     freeze_language_model (with lora.enabled false) trains the projector only, LLaVA stage 1.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model"
 
     name_or_path: str | None = Field(
         None, description="a hub id, a Hugging Face model dir or a generalist model dir"
@@ -193,7 +192,7 @@ class ModelConfig(BaseModel):
         )
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(StrictConfig):
     """LoRA through peft. `enabled: false` trains the (unfrozen) base model in full.
 
     target_modules are module-name suffixes, matched inside `target_parts` only (default the
@@ -202,7 +201,7 @@ class LoraSettings(BaseModel):
     ("projector": LLaVA's multi_modal_projector, Qwen's visual.merger, Idefics3's connector).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "lora"
 
     enabled: bool = Field(True, description="false: train the (unfrozen) model in full")
     r: int = Field(8, ge=1, description="LoRA rank")
@@ -229,30 +228,3 @@ class LoraSettings(BaseModel):
         if self.enabled and not self.target_modules:
             raise ValueError("lora.target_modules is empty; name modules or set enabled: false")
         return self
-
-
-def parse_model_config(data: Mapping[str, Any] | None, where: str = "model") -> ModelConfig:
-    """ModelConfig from a plain mapping; a bad key or value raises ConfigError naming it."""
-    return _parse(ModelConfig, data, where)
-
-
-def parse_lora_settings(data: Mapping[str, Any] | None, where: str = "lora") -> LoraSettings:
-    """LoraSettings from a plain mapping; a bad key or value raises ConfigError naming it."""
-    return _parse(LoraSettings, data, where)
-
-
-def _parse(cls: type[BaseModel], data: Mapping[str, Any] | None, where: str) -> Any:
-    from pydantic import ValidationError
-
-    try:
-        return cls.model_validate(dict(data or {}))
-    except ValidationError as err:
-        msgs = []
-        for e in err.errors():
-            key = ".".join([where, *(str(p) for p in e["loc"])])
-            if e["type"] == "extra_forbidden":
-                fields = sorted(cls.model_fields)
-                msgs.append(f"unknown key {key!r} (known: {', '.join(fields)})")
-            else:
-                msgs.append(f"{key}: {e['msg']}")
-        raise ConfigError("; ".join(msgs)) from None

@@ -52,7 +52,7 @@ class ShardCache:
             raise ConfigError(f"shard cache size must be >= 0 bytes, got {max_bytes}")
         self.max_bytes = max_bytes
         # what this process did (tests and benchmarks read them)
-        self.fetches = self.fetched_bytes = self.evictions = self.peak_bytes = 0
+        self.fetches = self.evictions = self.peak_bytes = 0
 
     def open(self, shard: ShardInfo) -> BinaryIO:
         """The shard opened for reading (local, its cached copy, or the remote file)."""
@@ -106,7 +106,6 @@ class ShardCache:
         finally:
             part.unlink(missing_ok=True)
         self.fetches += 1
-        self.fetched_bytes += got
         self.peak_bytes = max(self.peak_bytes, self.used_bytes())
         return copy
 

@@ -18,21 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from generalist.catalog.registry import close_matches
-from generalist.errors import ConfigError, GeneralistError
+from generalist.config_base import StrictConfig, submodel
+from generalist.errors import ConfigError
 from generalist.eval.metrics.scorers import ScorerConfig
 from generalist.model.config import LoraSettings, ModelConfig
 from generalist.shards.storage import is_url
 from generalist.train.config_paths import anchor_paths
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class OptimConfig(_Strict):
+class OptimConfig(StrictConfig):
     """AdamW with linear warmup, then decay to zero at `steps`."""
 
     lr: float = Field(1e-4, gt=0, description="peak learning rate (after warmup)")
@@ -49,7 +46,7 @@ class OptimConfig(_Strict):
 LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
 
 
-class BatchConfig(_Strict):
+class BatchConfig(StrictConfig):
     """Batch geometry; the global batch is micro_batch_size x grad_accum x ranks."""
 
     micro_batch_size: int = Field(4, ge=1, description="examples per rank per forward")
@@ -63,14 +60,14 @@ class BatchConfig(_Strict):
     )
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(StrictConfig):
     """Checkpoints under `<output_dir>/checkpoints/`."""
 
     every: int = Field(500, ge=0, description="steps between checkpoints; 0 = only at the end")
     keep: int = Field(2, ge=1, description="complete checkpoints kept (older ones are removed)")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """Periodic evaluation during training (`generalist evaluate` scores a checkpoint later)."""
 
     every: int = Field(0, ge=0, description="steps between evaluations; 0 = never")
@@ -82,7 +79,7 @@ class EvalConfig(_Strict):
     )
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictConfig):
     """Metrics: `<output_dir>/metrics.jsonl` always, MLflow from rank 0."""
 
     every: int = Field(10, ge=1, description="steps between logged metrics")
@@ -100,7 +97,7 @@ class LoggingConfig(_Strict):
     )
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictConfig):
     """Everything one training run needs; `generalist train CONFIG k=v ...` fills it."""
 
     imports: list[str] = Field(
@@ -190,15 +187,6 @@ def _fields(model: type[BaseModel]) -> dict[str, Any]:
     return {name: f.annotation for name, f in model.model_fields.items()}
 
 
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel class behind an annotation (`X`, `X | None`), if any."""
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None
-
-
 def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> None:
     """Unknown keys -> ConfigError naming the dotted key and close matches (before pydantic)."""
     known = _fields(model)
@@ -210,7 +198,7 @@ def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
             raise ConfigError(
                 f"unknown config key {dotted!r}; {hint or 'known keys: ' + ', '.join(known)}"
             )
-        sub = _submodel(known[key])
+        sub = submodel(known[key])
         if sub is not None and isinstance(value, Mapping):
             check_keys(value, sub, prefix=f"{dotted}.")
 
@@ -239,11 +227,6 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
-    return f"config key {loc!r}: {error['msg']} (got {error.get('input')!r})"
-
-
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Defaults <- YAML file <- overrides, validated. Raises ConfigError naming the key.
 
@@ -269,9 +252,4 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     check_keys(data, TrainConfig)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError("; ".join(_describe(e) for e in err.errors())) from None
-    except GeneralistError as err:  # a nested config's own validator
-        raise ConfigError(str(err)) from None
+    return TrainConfig.parse(data)

@@ -30,7 +30,7 @@ gives the ceiling a large bf16 matmul really reaches on the machine at hand).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -240,13 +240,3 @@ def measured_matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10)
     end.record()
     torch.cuda.synchronize(device)
     return 2.0 * n**3 * repeats / (start.elapsed_time(end) / 1e3)
-
-
-def total_work(
-    config: Any, batches: Iterable[Mapping[str, Any]], image_token_id: int | None
-) -> dict[str, PartTokens]:
-    """The summed PartTokens of several micro-batches."""
-    total: dict[str, PartTokens] = {}
-    for batch in batches:
-        add_work(total, batch_work(config, batch, image_token_id))
-    return total

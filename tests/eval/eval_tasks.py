@@ -32,11 +32,11 @@ def tiny_model_dir(path: Path) -> Path:
     import torch
 
     from generalist.model.build import build_model
-    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.config import LoraSettings, ModelConfig
     from generalist.model.model_dir import save_model_dir
 
-    cfg = parse_model_config({"tiny": TINY})
-    bundle = build_model(cfg, parse_lora_settings({}), texts_for_tokenizer=CORPUS)
+    cfg = ModelConfig.parse({"tiny": TINY})
+    bundle = build_model(cfg, LoraSettings.parse({}), texts_for_tokenizer=CORPUS)
     with torch.no_grad():
         for name, param in bundle.model.named_parameters():
             if "lora_B" in name:

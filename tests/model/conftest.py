@@ -12,7 +12,7 @@ from PIL import Image
 from generalist.catalog.records import Example
 from generalist.model.build import build_model
 from generalist.model.bundle import ModelBundle
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 
 TINY = {"hidden_size": 32, "heads": 2, "image_size": 32, "patch_size": 16, "seed": 0}
 CORPUS = [
@@ -77,8 +77,8 @@ def make_bundle() -> Callable[..., ModelBundle]:
     def make(
         tiny: dict[str, Any] | None = None, lora: dict[str, Any] | None = None, **model: Any
     ) -> ModelBundle:
-        cfg = parse_model_config({"tiny": {**TINY, **(tiny or {})}, **model})
-        return build_model(cfg, parse_lora_settings(lora or {}), texts_for_tokenizer=CORPUS)
+        cfg = ModelConfig.parse({"tiny": {**TINY, **(tiny or {})}, **model})
+        return build_model(cfg, LoraSettings.parse(lora or {}), texts_for_tokenizer=CORPUS)
 
     return make
 

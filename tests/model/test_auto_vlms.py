@@ -18,7 +18,7 @@ from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.lora import trainable_parameter_names
 from generalist.model.model_dir import save_model_dir
@@ -49,8 +49,8 @@ def qwen_dir(tmp_path, h):
 
 
 def _bundle(path, **lora):
-    cfg = parse_model_config({"name_or_path": str(path)})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+    cfg = ModelConfig.parse({"name_or_path": str(path)})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0, **lora}))
 
 
 def test_paligemma_layout_is_the_processors_prefix_suffix_layout(paligemma_dir, h):

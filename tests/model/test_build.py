@@ -9,7 +9,7 @@ from generalist.batching.collate import Collator
 from generalist.batching.model_inputs import model_inputs
 from generalist.errors import ConfigError
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.lora import trainable_parameter_names
 
 
@@ -66,26 +66,26 @@ def test_same_seed_same_weights_and_image_token_expansion(make_bundle):
 
 def test_unknown_key_names_the_key():
     with pytest.raises(ConfigError, match=r"unknown key 'model\.tiny\.hiden_size'"):
-        parse_model_config({"tiny": {"hiden_size": 3}})
+        ModelConfig.parse({"tiny": {"hiden_size": 3}})
     with pytest.raises(ConfigError, match=r"unknown key 'lora\.rank'.*known: .*\br\b"):
-        parse_lora_settings({"rank": 8})
+        LoraSettings.parse({"rank": 8})
     with pytest.raises(ConfigError, match=r"lora\.dropout"):
-        parse_lora_settings({"dropout": 1.5})
+        LoraSettings.parse({"dropout": 1.5})
 
 
 def test_bad_model_choices_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"exactly one of model\.name_or_path or model\.tiny"):
-        parse_model_config({})
+        ModelConfig.parse({})
     with pytest.raises(ConfigError, match="exactly one"):
-        parse_model_config({"name_or_path": "x", "tiny": {}})
+        ModelConfig.parse({"name_or_path": "x", "tiny": {}})
     with pytest.raises(ConfigError, match="composed"):
-        parse_model_config({"family": "composed", "vision_encoder": "v"})
+        ModelConfig.parse({"family": "composed", "vision_encoder": "v"})
     with pytest.raises(ConfigError, match="hidden_size 30 is not divisible by heads"):
-        parse_model_config({"tiny": {"hidden_size": 30, "heads": 4}})
-    cfg = parse_model_config({"name_or_path": str(tmp_path / "nowhere")})
+        ModelConfig.parse({"tiny": {"hidden_size": 30, "heads": 4}})
+    cfg = ModelConfig.parse({"name_or_path": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match=r"model\.name_or_path: cannot load"):
         build_model(cfg)
-    cfg = parse_model_config({"tiny": {"tokenizer_corpus": str(tmp_path / "none.txt")}})
+    cfg = ModelConfig.parse({"tiny": {"tokenizer_corpus": str(tmp_path / "none.txt")}})
     with pytest.raises(ConfigError, match="tokenizer_corpus"):
         build_model(cfg)
 
@@ -115,7 +115,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_bundle, h):
 
 @pytest.mark.parametrize("architecture", ["llava", "blip2"])
 def test_saved_processor_is_reused_and_encodes_the_same(h, tmp_path, architecture):
-    cfg = parse_model_config(
+    cfg = ModelConfig.parse(
         {"tiny": {"hidden_size": 32, "heads": 2, "image_size": 32, "architecture": architecture}}
     )
     first = build_model(cfg, texts_for_tokenizer=h.corpus, work_dir=tmp_path)

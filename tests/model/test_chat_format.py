@@ -21,7 +21,7 @@ from generalist.catalog.records import ChatTurns, Example
 from generalist.errors import ConfigError, DataError
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
 HERE = Path(__file__).parent
@@ -127,8 +127,8 @@ def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
 
 def test_paligemma_has_no_chat_template_so_chat_is_a_config_error(tmp_path, h):
     path = tiny.save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
-    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": "chat"})
-    bundle = build_model(cfg, parse_lora_settings({"r": 2}))
+    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": "chat"})
+    bundle = build_model(cfg, LoraSettings.parse({"r": 2}))
     with pytest.raises(ConfigError, match=r"'model\.prompt_format' is 'chat'.*prompt_format: raw"):
         Collator(bundle, max_length=64)
     with pytest.raises(ConfigError, match="no chat template"):
@@ -178,8 +178,8 @@ def qwen_chat_dir(tmp_path, h):
 
 
 def _qwen(path, **lora):
-    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": "chat"})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": "chat"})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0, **lora}))
 
 
 def test_qwen2_vl_chat_rendering_labels_and_stop_token(qwen_chat_dir, h):

@@ -14,7 +14,7 @@ from generalist.batching.model_inputs import model_inputs
 from generalist.cli import main as cli_main
 from generalist.errors import GeneralistError
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.lora import save_adapter
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
@@ -84,7 +84,7 @@ def test_export_reloads_in_plain_transformers_and_generates_the_same(make_bundle
     assert ours[0, n:].tolist() == merged[0, n:].tolist() == plain_tokens
     assert len(plain_tokens) == 6
     # the exported dir is an ordinary HF model: it can be the base of a new run (auto classes)
-    reborn = build_model(parse_model_config({"name_or_path": str(tmp_path / "out")}))
+    reborn = build_model(ModelConfig.parse({"name_or_path": str(tmp_path / "out")}))
     assert reborn.family == "llava" and reborn.image_token == "<image>"
     reborn.model.eval()
     with torch.no_grad():  # fresh LoRA (B = 0) leaves the exported model's answers unchanged
@@ -106,8 +106,8 @@ def test_full_warmup_then_lora_continues_from_saved_weights(make_bundle, h, tmp_
     h.train(warm, Collator(warm, 64)([h.image_example()]), steps=1)
     save_model_dir(warm, tmp_path / "warm")
     assert json.loads((tmp_path / "warm" / "model.json").read_text())["base"] == "saved"
-    cfg = parse_model_config({"name_or_path": str(tmp_path / "warm")})
-    lora = build_model(cfg, parse_lora_settings({"r": 2}))
+    cfg = ModelConfig.parse({"name_or_path": str(tmp_path / "warm")})
+    lora = build_model(cfg, LoraSettings.parse({"r": 2}))
     want = dict(warm.model.named_parameters())
     for name, p in lora.model.get_base_model().named_parameters():
         if "lora_" not in name and ".modules_to_save." not in name:

@@ -18,7 +18,7 @@ from generalist.batching.model_inputs import model_inputs
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.model_dir import save_model_dir
 
@@ -47,8 +47,8 @@ def save_tiny(family, root, corpus):
 
 
 def _bundle(path, **lora):
-    cfg = parse_model_config({"name_or_path": str(path)})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+    cfg = ModelConfig.parse({"name_or_path": str(path)})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0, **lora}))
 
 
 def own_processor(family, bundle, monkeypatch):
@@ -271,8 +271,8 @@ class _Spy:
 
 def _capped_bundle(family, tmp_path, h, **caps):
     path = save_tiny(family, tmp_path / family, h.corpus)
-    cfg = parse_model_config({"name_or_path": str(path), **caps})
-    return build_model(cfg, parse_lora_settings({"r": 4}))
+    cfg = ModelConfig.parse({"name_or_path": str(path), **caps})
+    return build_model(cfg, LoraSettings.parse({"r": 4}))
 
 
 def test_max_pixels_downscales_before_the_processor(tmp_path, h):

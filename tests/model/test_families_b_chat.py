@@ -21,7 +21,7 @@ from generalist.batching.padding import IGNORE_INDEX
 from generalist.catalog.records import ChatTurns, Example
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
@@ -73,8 +73,8 @@ def saved(tmp_path_factory):
 
 
 def chat_bundle(path, **lora):
-    cfg = parse_model_config({"name_or_path": str(path), "prompt_format": "chat"})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+    cfg = ModelConfig.parse({"name_or_path": str(path), "prompt_format": "chat"})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0, **lora}))
 
 
 def image_chat(color, size, shots=(), question="what color is the shape?"):

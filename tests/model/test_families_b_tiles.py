@@ -83,10 +83,10 @@ def test_tile_caps_bound_the_tiles_and_the_model_agrees(saved, h, family):
 def test_model_max_tiles_caps_through_the_collator(saved, h, family):
     """The run's key `model.max_tiles` gives the same batch as capping the processor by hand."""
     from generalist.model.build import build_model
-    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.config import LoraSettings, ModelConfig
 
-    cfg = parse_model_config({"name_or_path": str(saved[family]), "max_tiles": 1})
-    keyed = build_model(cfg, parse_lora_settings({"r": 4}))
+    cfg = ModelConfig.parse({"name_or_path": str(saved[family]), "max_tiles": 1})
+    keyed = build_model(cfg, LoraSettings.parse({"r": 4}))
     big = tiny.example(h, 0, "blue", (64, 64))
     by_key = Collator(keyed, 512)([big])
     by_hand = tiny.bundle(saved[family])

@@ -9,7 +9,7 @@ import pytest
 import transformers as T
 
 from generalist.errors import ConfigError
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.lora import apply_lora, configure_trainable, trainable_parameter_names
 from generalist.model.parts import PARTS, part_of, parts_of
 
@@ -178,8 +178,8 @@ def _model(name):
 
 def _picture(model, **model_cfg):
     """{part: (trainable params, all params)} after our freezing and LoRA."""
-    cfg = parse_model_config({"name_or_path": "unused", **model_cfg})
-    lora = parse_lora_settings({"r": 2})
+    cfg = ModelConfig.parse({"name_or_path": "unused", **model_cfg})
+    lora = LoraSettings.parse({"r": 2})
     configure_trainable(model, cfg, lora, "image_text_to_text")
     wrapped = apply_lora(model, lora, "image_text_to_text", cfg)
     parts = parts_of(model)
@@ -211,18 +211,18 @@ def test_freeze_by_part_and_its_older_spellings():
     assert by_part == {"vision_tower", "language_model"}  # tower in full, LoRA on the LM
     assert not [n for n in names if "modules_to_save" in n]
     model = _model("qwen2_vl")
-    cfg = parse_model_config({"name_or_path": "x", "freeze_language_model": True})
-    configure_trainable(model, cfg, parse_lora_settings({"enabled": False}), "image_text_to_text")
+    cfg = ModelConfig.parse({"name_or_path": "x", "freeze_language_model": True})
+    configure_trainable(model, cfg, LoraSettings.parse({"enabled": False}), "image_text_to_text")
     trained = {part_of(n, parts_of(model)) for n in trainable_parameter_names(model)}
     assert trained == {"projector"}  # LLaVA stage 1 on Qwen: only the merger
     with pytest.raises(ConfigError, match="not both"):
-        parse_model_config({"name_or_path": "x", "freeze": {}, "freeze_vision": False})
+        ModelConfig.parse({"name_or_path": "x", "freeze": {}, "freeze_vision": False})
 
 
 def test_lora_target_parts_and_part_names_in_modules_to_save():
     model = _model("idefics3")
-    cfg = parse_model_config({"name_or_path": "x", "freeze": {"vision_tower": True}})
-    lora = parse_lora_settings({"r": 2, "target_parts": ["vision_tower"], "modules_to_save": []})
+    cfg = ModelConfig.parse({"name_or_path": "x", "freeze": {"vision_tower": True}})
+    lora = LoraSettings.parse({"r": 2, "target_parts": ["vision_tower"], "modules_to_save": []})
     configure_trainable(model, cfg, lora, "image_text_to_text")
     wrapped = apply_lora(model, lora, "image_text_to_text", cfg)
     names = trainable_parameter_names(wrapped)
@@ -231,5 +231,5 @@ def test_lora_target_parts_and_part_names_in_modules_to_save():
     # modules_to_save empty: the unfrozen connector trains in full (saved in base/)
     assert {part_of(n, parts_of(model)) for n in names if "lora_" not in n} == {"projector"}
     with pytest.raises(ConfigError, match="no module named 'nope'"):
-        _lora = parse_lora_settings({"modules_to_save": ["nope"]})
+        _lora = LoraSettings.parse({"modules_to_save": ["nope"]})
         apply_lora(_model("llava"), _lora, "image_text_to_text", cfg)

@@ -12,7 +12,7 @@ from generalist.batching.collate import Collator
 from generalist.batching.model_inputs import model_inputs
 from generalist.errors import DataError
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.lora import trainable_parameter_names
 from generalist.model.model_dir import save_model_dir
@@ -72,8 +72,8 @@ def parts(tmp_path_factory):
 
 
 def test_causal_lm_by_path_trains_text_and_exports(parts, h, tmp_path):
-    cfg = parse_model_config({"name_or_path": str(parts.root / "lm")})
-    bundle = build_model(cfg, parse_lora_settings({"r": 2}))
+    cfg = ModelConfig.parse({"name_or_path": str(parts.root / "lm")})
+    bundle = build_model(cfg, LoraSettings.parse({"r": 2}))
     assert bundle.family == "causal_lm" and bundle.image_token is None
     names = trainable_parameter_names(bundle.model)
     assert names and all("lora_" in n for n in names)
@@ -103,14 +103,14 @@ def test_causal_lm_by_path_trains_text_and_exports(parts, h, tmp_path):
 
 
 def test_composed_model_keeps_pretrained_parts_and_trains_the_projector(parts, h):
-    cfg = parse_model_config(
+    cfg = ModelConfig.parse(
         {
             "family": "composed",
             "vision_encoder": str(parts.root / "vision"),
             "language_model": str(parts.root / "lm"),
         }
     )
-    bundle = build_model(cfg, parse_lora_settings({"r": 2}))
+    bundle = build_model(cfg, LoraSettings.parse({"r": 2}))
     base = bundle.base_model
     for name, p in parts.vision.state_dict().items():
         assert torch.equal(base.model.vision_tower.state_dict()[name], p), name
@@ -155,14 +155,14 @@ def test_composed_adds_the_image_token_to_a_plain_lm_tokenizer(parts, h, tmp_pat
     )
     lm.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
-    cfg = parse_model_config(
+    cfg = ModelConfig.parse(
         {
             "family": "composed",
             "vision_encoder": str(parts.root / "vision"),
             "language_model": str(tmp_path / "lm"),
         }
     )
-    bundle = build_model(cfg, parse_lora_settings({"r": 2}))
+    bundle = build_model(cfg, LoraSettings.parse({"r": 2}))
     assert bundle.image_token_id == len(words)  # appended after the LM's own vocabulary
     assert bundle.base_model.get_input_embeddings().weight.shape[0] == len(words) + 1
     batch = Collator(bundle, 64)([h.image_example(), h.text_example()])
@@ -195,7 +195,7 @@ def test_model_dir_without_processor_says_so_before_loading_weights(
     make_bundle(lora={"enabled": False}).base_model.save_pretrained(tmp_path / "vlm")
     monkeypatch.setattr(pretrained, "load_auto_model", lambda *a: pytest.fail("weights loaded"))
     with pytest.raises(ConfigError) as err:
-        pretrained.load_pretrained(parse_model_config({"name_or_path": str(tmp_path / "vlm")}))
+        pretrained.load_pretrained(ModelConfig.parse({"name_or_path": str(tmp_path / "vlm")}))
     message = str(err.value)
     assert message.startswith(f"model.name_or_path: '{tmp_path / 'vlm'}' holds a model but no ")
     assert "tokenizer_config.json and preprocessor_config.json not there" in message
@@ -214,6 +214,6 @@ def test_model_dir_without_processor_says_so_before_loading_weights(
     )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "lm")
     with pytest.raises(ConfigError) as err:
-        pretrained.load_pretrained(parse_model_config({"name_or_path": str(tmp_path / "lm")}))
+        pretrained.load_pretrained(ModelConfig.parse({"name_or_path": str(tmp_path / "lm")}))
     assert "holds a model but no tokenizer (tokenizer_config.json not there" in str(err.value)
     assert "AutoTokenizer.from_pretrained(BASE).save_pretrained(" in str(err.value)

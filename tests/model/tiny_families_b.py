@@ -238,10 +238,10 @@ SAVERS = {
 def bundle(path, **lora):
     """build_model on a saved dir by path, LoRA r=4 (keyword overrides)."""
     from generalist.model.build import build_model
-    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.config import LoraSettings, ModelConfig
 
-    cfg = parse_model_config({"name_or_path": str(path)})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0, **lora}))
+    cfg = ModelConfig.parse({"name_or_path": str(path)})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0, **lora}))
 
 
 def png(color, size):

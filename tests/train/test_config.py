@@ -265,7 +265,7 @@ def test_gpu_settings_unavailable_here_are_config_errors(tiny_config, monkeypatc
     from types import ModuleType, SimpleNamespace
 
     from generalist.model import kernels
-    from generalist.model.config import parse_model_config
+    from generalist.model.config import ModelConfig
 
     monkeypatch.setattr(kernels, "_installed", lambda module: False)
     flash = load_config(tiny_config(), ["model.attn_implementation=flash_attention_2"])
@@ -285,7 +285,7 @@ def test_gpu_settings_unavailable_here_are_config_errors(tiny_config, monkeypatc
         config=SimpleNamespace(model_type="blip-2", _attn_implementation="sdpa")
     )
     if not torch.cuda.is_available():
-        cfg = parse_model_config({"tiny": {}, "attn_implementation": "flash_attention_2"})
+        cfg = ModelConfig.parse({"tiny": {}, "attn_implementation": "flash_attention_2"})
         with pytest.raises(ConfigError, match="flash_attention_2 runs on CUDA GPUs only"):
             kernels.apply_kernels(model, cfg)
     # with CUDA, a family Liger has no kernels for is named (Liger itself only logs it)
@@ -300,7 +300,7 @@ def test_gpu_settings_unavailable_here_are_config_errors(tiny_config, monkeypatc
     for name in ("liger_kernel", "liger_kernel.transformers"):
         monkeypatch.setitem(sys.modules, name, ModuleType(name))
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    liger = parse_model_config({"tiny": {}, "liger_kernel": True})
+    liger = ModelConfig.parse({"tiny": {}, "liger_kernel": True})
     with pytest.raises(ConfigError, match="Liger has no kernels for model type 'blip-2'"):
         kernels.apply_kernels(model, liger)
     model.config.model_type = "llava"

@@ -14,7 +14,7 @@ from generalist.batching.losses import example_losses
 from generalist.batching.model_inputs import model_inputs
 from generalist.catalog.records import Example
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.train import flops as F
 
 CORPUS = [
@@ -31,8 +31,8 @@ TINY |= {"intermediate_size": FF, "image_size": 32, "patch_size": PATCH, "vocab_
 def bundle(tmp_path_factory):
     # eager attention: explicit matmuls that torch's FLOP counter sees (its CPU sdpa kernel
     # is not counted)
-    model_cfg = parse_model_config({"tiny": TINY, "attn_implementation": "eager"})
-    lora = parse_lora_settings({"r": R, "dropout": 0.0})  # q/k/v/o; the projector trained
+    model_cfg = ModelConfig.parse({"tiny": TINY, "attn_implementation": "eager"})
+    lora = LoraSettings.parse({"r": R, "dropout": 0.0})  # q/k/v/o; the projector trained
     work = tmp_path_factory.mktemp("flops")
     return build_model(model_cfg, lora, texts_for_tokenizer=CORPUS, work_dir=work)
 

@@ -12,7 +12,7 @@ from generalist.batching.collate import Collator
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import DataError
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 from generalist.train.mask_preflight import check_example, check_token_masks, preflight_examples
 from generalist.train.setup import tokenizer_texts
 
@@ -30,8 +30,8 @@ LLAVA_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf (tests/model/chat_templates/llava
 def setup(shard_root):
     mixture = mixture_from_rates("inline", {"train_colors": 1.0, "train_words": 1.0})
     texts = [*tokenizer_texts(mixture, shard_root), "USER: ASSISTANT: Answer:"]
-    cfg = parse_model_config({"tiny": {**TINY, "patch_size": 16, "vocab_size": 300}})
-    bundle = build_model(cfg, parse_lora_settings({"enabled": False}), texts_for_tokenizer=texts)
+    cfg = ModelConfig.parse({"tiny": {**TINY, "patch_size": 16, "vocab_size": 300}})
+    bundle = build_model(cfg, LoraSettings.parse({"enabled": False}), texts_for_tokenizer=texts)
     bundle.processor.chat_template = LLAVA_TEMPLATE
     return bundle, mixture, shard_root
 

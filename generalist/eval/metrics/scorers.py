@@ -20,11 +20,12 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from generalist.catalog.task import Task
+from generalist.config_base import StrictConfig
 from generalist.errors import ConfigError, GeneralistError
 from generalist.eval.metrics.chexbert_scorer import (
     CHEXBERT_METRICS,
@@ -40,10 +41,10 @@ from generalist.eval.metrics.radgraph_scorer import (
 CLINICAL_METRICS = CHEXBERT_METRICS + RADGRAPH_METRICS
 
 
-class ScorerConfig(BaseModel):
+class ScorerConfig(StrictConfig):
     """`eval.scorers`: local folders of the clinical scorers' weights (see the module doc)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    config_key: ClassVar[str] = "eval.scorers"
 
     chexbert: Path | None = Field(None, description="folder: chexbert.pth, config.json, vocab.txt")
     radgraph: Path | None = Field(None, description="folder holding <radgraph_model>/")
