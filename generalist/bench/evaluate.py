@@ -48,10 +48,10 @@ def tiny_bundle() -> Any:
     import torch
 
     from generalist.model.build import build_model
-    from generalist.model.config import parse_lora_settings, parse_model_config
+    from generalist.model.config import LoraSettings, ModelConfig
 
     bundle = build_model(
-        parse_model_config({"tiny": TINY}), parse_lora_settings({}), texts_for_tokenizer=CORPUS
+        ModelConfig.parse({"tiny": TINY}), LoraSettings.parse({}), texts_for_tokenizer=CORPUS
     )
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

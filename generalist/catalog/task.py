@@ -36,9 +36,8 @@ IMAGE_TOKEN = "<image>"
 IMAGE_PLACEHOLDER = "<img>"
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# Metric names and the primary metric of each kind (generalist.catalog.kinds, the one table).
+# Metric names of each kind (generalist.catalog.kinds, the one table), for task modules.
 KIND_METRICS: dict[str, tuple[str, ...]] = {k: spec.metrics for k, spec in KINDS.items()}
-KIND_PRIMARY: dict[str, str] = {k: spec.primary for k, spec in KINDS.items()}
 
 
 def normalize_text(text: str) -> str:

@@ -13,7 +13,7 @@ import torch
 from generalist.catalog.loading import import_user_module
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
-from generalist.model.config import parse_lora_settings, parse_model_config
+from generalist.model.config import LoraSettings, ModelConfig
 
 HERE = Path(__file__).parent
 OPTIONS = ("red", "blue", "green circle", "no", "yes", "a red triangle", "circle", "rectangle")
@@ -38,8 +38,8 @@ def _bundle(family, tmp_path, make_bundle, h):
     helper, saver, kwargs = SAVED[family]
     module = import_user_module(str(HERE / helper))
     path = getattr(module, saver)(tmp_path / family, h.corpus, **kwargs)
-    cfg = parse_model_config({"name_or_path": str(path)})
-    return build_model(cfg, parse_lora_settings({"r": 4, "dropout": 0.0}))
+    cfg = ModelConfig.parse({"name_or_path": str(path)})
+    return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0}))
 
 
 def _perturb_lora(bundle):
