@@ -117,10 +117,12 @@ def local_kinds(args: argparse.Namespace) -> dict[str, Any]:
     got, t_fast = timed(lambda: batched(fast.score_options, data, batch))
     want, t_naive = timed(lambda: batched(naive.score_options, data, batch))
     out["option_scoring"] = (t_fast, t_naive, close(got, want))
+    print(f"option_scoring: fast {t_fast:.1f} s, naive {t_naive:.1f} s", flush=True)
     for kind, budget in (("short_generation", 8), ("long_generation", 64)):
         got, t_fast = timed(lambda: predict_sorted(fast, data, batch, budget))  # noqa: B023
         want, t_naive = timed(lambda: predict_sorted(naive, data, batch, budget))  # noqa: B023
         out[kind] = (t_fast, t_naive, got == want)
+        print(f"{kind}: fast {t_fast:.1f} s, naive {t_naive:.1f} s", flush=True)
     return out
 
 
