@@ -137,7 +137,10 @@ def zero3_worker(model_dir: str, out: str, n: int, options: int) -> None:
 
     distributed.init_distributed()
     bundle = load_model_dir(model_dir)
-    params = [p for p in bundle.model.parameters() if p.requires_grad]
+    # a loaded model dir is for inference: train its adapters, as training would
+    params = [p for n, p in bundle.model.named_parameters() if "lora_" in n]
+    for param in params:
+        param.requires_grad_(True)
     config = {
         "train_micro_batch_size_per_gpu": 1,
         "zero_optimization": {"stage": 3},
