@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from generalist.batching.collate import Collator
+    from generalist.batching.padding import Encoded
 
 
 class Scorer(Protocol):
@@ -50,7 +51,7 @@ def cached_option_scores(predictor: Scorer, example: Example) -> list[float]:
     import torch
 
     flat = [dataclasses.replace(example, target=o) for o in example.options]
-    rows = predictor.score_collator.encode_many(flat)
+    rows = _option_rows(predictor.score_collator, flat, predictor.seq2seq)
     p = rows[0].prompt_length
     if any(r.prompt_length != p or r.input_ids[:p] != rows[0].input_ids[:p] for r in rows):
         return predictor.score_options_naive([example])[0]
@@ -86,6 +87,30 @@ def cached_option_scores(predictor: Scorer, example: Example) -> list[float]:
             torch.cat([last, logits[:, :n]], 1), torch.cat([lead, labels[:, p:end]], 1)
         )
     return [-float(head[0]), *(-tail).tolist()]
+
+
+def _option_rows(collator: Collator, flat: list[Example], seq2seq: bool) -> list[Encoded]:
+    """Every option's encoded row. The prompt and images are processed once (the first
+    option's row) and the others take its prompt with their own target tokens, which is what
+    the collator would make of them unless the prompt was cut to fit: then every row is
+    encoded in full (and rows whose prompts differ are scored the naive way)."""
+    first = collator.encode(flat[0])
+    chat = collator.chat
+    if chat is not None:
+        targets = [chat.target_ids(e, e.target) for e in flat]
+    else:
+        targets = collator._target_ids([e.target for e in flat])
+    p = first.prompt_length
+    limit = collator.max_length
+    if p + len(targets[0]) >= limit or p + max(len(t) for t in targets) > limit:
+        return collator.encode_many(flat)
+    if seq2seq:
+        return [first] + [dataclasses.replace(first, labels=t) for t in targets[1:]]
+    prompt = first.input_ids[:p]
+    return [first] + [
+        dataclasses.replace(first, input_ids=prompt + t, labels=[IGNORE_INDEX] * p + t)
+        for t in targets[1:]
+    ]
 
 
 def _new_cache(model: torch.nn.Module) -> object:
