@@ -1,6 +1,7 @@
 """Built-in task families, one module per dataset family (installed as generalist.tasks)."""
 
 from generalist.tasks import (  # noqa: F401
+    declared,
     easy_vqa,
     mammography,
     medical_qa,

@@ -66,7 +66,7 @@ SPLIT_PREFIXES = {
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def answer_type(answer: str, published: Any = None) -> str:
+def answer_type(answer: str, published: object = None) -> str:
     """The published OPEN/CLOSED type where there is one, else 'closed' for yes/no answers and
     'open' for the rest (the split VQA papers report)."""
     kind = str(published or "").strip().lower()
@@ -97,7 +97,7 @@ def split_files(source: Path, split: str, dataset: str) -> list[Path]:
     return files
 
 
-def _image_bytes(cell: Any, source: Path) -> tuple[bytes | None, str]:
+def _image_bytes(cell: object, source: Path) -> tuple[bytes | None, str]:
     """Bytes of an image cell ({bytes, path}); a cell with only a path reads it under source."""
     if isinstance(cell, (bytes, bytearray)) and cell:  # copies that store plain binary
         return bytes(cell), ""
@@ -112,7 +112,7 @@ def _image_bytes(cell: Any, source: Path) -> tuple[bytes | None, str]:
     return None, "image cell is empty"
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
@@ -135,7 +135,7 @@ def _record(
     )
 
 
-def _row_id(split: str, qid: Any, n: int) -> str:
+def _row_id(split: str, qid: object, n: int) -> str:
     return f"{split}-{qid}" if qid not in (None, "") else f"{split}-{n:06d}"
 
 

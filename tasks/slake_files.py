@@ -51,7 +51,7 @@ def check_language(language: str, dataset: str) -> str:
     return value
 
 
-def keep_language(q_lang: Any, language: str) -> bool:
+def keep_language(q_lang: object, language: str) -> bool:
     """Whether a question in `q_lang` is kept; a copy without q_lang is taken as English (the
     English-only re-packagings drop the column)."""
     if language == "all":

@@ -72,7 +72,7 @@ class ChatFormat:
             )
         )
 
-    def _content(self, text: str) -> Any:
+    def _content(self, text: str) -> str | list[dict[str, str]]:
         if not self.list_content:
             return text
         items: list[dict[str, str]] = []

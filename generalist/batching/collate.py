@@ -199,7 +199,9 @@ class Collator:
             examples, processed = [f[0] for f in fitted], [f[1] for f in fitted]
         return [self._finish(*args) for args in zip(examples, processed, targets)]
 
-    def _fit(self, example: Example, processed: Any, target: list[int]) -> tuple[Example, Any]:
+    def _fit(
+        self, example: Example, processed: tuple[list[int], dict[str, Any]], target: list[int]
+    ) -> tuple[Example, tuple[list[int], dict[str, Any]]]:
         assert self.chat is not None
         while len(processed[0]) + len(target) > self.max_length:
             shorter = self.chat.drop_shot(example)

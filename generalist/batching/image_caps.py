@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.batching.tiled_images import ANYRES_TYPES, TILED_TYPES, cap_tiles
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.model.bundle import ModelBundle
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 # model_type -> the processor keyword that caps tiles per image (a tiling family adds its own)
 TILE_KWARGS = {"mllama": "max_image_tiles"}
 
 
-def cap_pixels(image: Any, max_pixels: int | None) -> Any:
+def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
     """`image` (PIL) downscaled, aspect kept, to at most `max_pixels` pixels; else itself."""
     width, height = image.size
     if max_pixels is None or width * height <= max_pixels:

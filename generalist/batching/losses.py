@@ -3,15 +3,13 @@ one masked cross-entropy serves the training loss, the per-task losses and optio
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from generalist.batching.padding import IGNORE_INDEX
 
 
-def shifts_labels(model: Any) -> bool:
+def shifts_labels(model: torch.nn.Module) -> bool:
     """Decoder-only models predict token t+1 at position t; encoder-decoders align directly."""
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):

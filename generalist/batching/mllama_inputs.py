@@ -23,7 +23,11 @@ list (the embeddings are indexed by the ids of the model's own max_num_tiles).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_KEYS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")
 
@@ -33,7 +37,7 @@ def is_mllama_output(keys: set[str]) -> bool:
     return "aspect_ratio_ids" in keys
 
 
-def split(enc: Any, counts: list[int]) -> list[dict[str, Any]]:
+def split(enc: Mapping[str, Any], counts: list[int]) -> list[dict[str, Any]]:
     """Per-example image tensors of a batched processor call with `counts` images each."""
     import torch
 
@@ -81,7 +85,9 @@ def widen_tiles(item: dict[str, Any], cap: int, model_tiles: int) -> dict[str, A
     }
 
 
-def batch_images(rows: list[dict[str, Any]], input_ids: Any, image_token_id: int) -> dict[str, Any]:
+def batch_images(
+    rows: list[dict[str, Any]], input_ids: torch.Tensor, image_token_id: int
+) -> dict[str, Any]:
     """pixel_values, aspect_ratio_ids, aspect_ratio_mask and cross_attention_mask of a batch,
     from each row's image tensors ({} when no row has an image) and the padded input_ids."""
     import torch

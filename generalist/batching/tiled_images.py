@@ -20,18 +20,34 @@ tiles are exactly the processor's padding.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from generalist.batching.mllama_inputs import batch_images
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from transformers import (
+        BaseImageProcessor,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        ProcessorMixin,
+    )
 
 TILED_TYPES = {"idefics3", "smolvlm"}
 ANYRES_TYPES = {"llava_next", "llava_onevision"}
 TILED_KEYS = {"pixel_values", "pixel_attention_mask"}
 ANYRES_KEYS = ({"pixel_values", "image_sizes"}, {"pixel_values", "image_sizes", "batch_num_images"})
+# the families whose training sequences differ (generalist.batching.token_layout's docstring);
+# "text": a text-only LM. Named here, below token_layout, so the tile helpers can take it too.
+LayoutKind = Literal[
+    "default", "blip2", "paligemma", "mrope", "gemma3", "mllama", "tiled", "anyres", "text"
+]
 TILED_MARKERS = ("<fake_token_around_image>", "<global-img>")
 
 
-def _tensor(value: Any) -> Any:
+def _tensor(value: object) -> torch.Tensor:
     import numpy as np
     import torch
 
@@ -40,7 +56,7 @@ def _tensor(value: Any) -> Any:
     return torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
 
 
-def _real_tiles(tiles: Any) -> int:
+def _real_tiles(tiles: torch.Tensor) -> int:
     """How many leading tiles are not the processor's all-zero padding (at least one)."""
     nonzero = tiles.flatten(1).ne(0).any(dim=1).tolist()
     while len(nonzero) > 1 and not nonzero[-1]:
@@ -48,7 +64,7 @@ def _real_tiles(tiles: Any) -> int:
     return len(nonzero)
 
 
-def split_tiled(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
+def split_tiled(enc: Mapping[str, Any], counts: list[int]) -> list[dict[str, Any]] | None:
     """Per-example tensors of a batched tiled / anyres output; None for another layout."""
     keys = {k for k in enc if k in TILED_KEYS | {"image_sizes", "batch_num_images"}}
     if keys == TILED_KEYS:
@@ -79,7 +95,7 @@ def split_tiled(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
     return out
 
 
-def _pad_stack(parts: list[Any], dims: int = 4) -> Any:
+def _pad_stack(parts: list[torch.Tensor], dims: int = 4) -> torch.Tensor:
     """Stack tensors zero-padded at the end of every dim to the largest (a new dim 0)."""
     import torch
 
@@ -90,7 +106,7 @@ def _pad_stack(parts: list[Any], dims: int = 4) -> Any:
     return out
 
 
-def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def join_tiled(kind: LayoutKind, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The batch's image tensors from per-row ones, padded as the family's processor pads."""
     import torch
 
@@ -114,7 +130,10 @@ def join_tiled(kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def join_images(
-    kind: str, rows: list[dict[str, Any]], input_ids: Any = None, image_token_id: int = 0
+    kind: LayoutKind,
+    rows: list[dict[str, Any]],
+    input_ids: torch.Tensor | None = None,
+    image_token_id: int = 0,
 ) -> dict[str, Any]:
     """A batch's image tensors from its rows' (Encoded.images): tiles padded as the family's
     processor pads them (Mllama: [batch, images, tiles, ...] and the cross-attention mask per
@@ -131,12 +150,12 @@ def join_images(
     return out
 
 
-def dummy_kwargs(kind: str) -> dict[str, Any]:
+def dummy_kwargs(kind: LayoutKind) -> dict[str, Any]:
     """Processor settings of the blank dummy image: one tile (Idefics3: no splitting)."""
     return {"do_image_splitting": False} if kind == "tiled" else {}
 
 
-def dummy_image(kind: str) -> Any:
+def dummy_image(kind: LayoutKind) -> Image.Image:
     """The blank dummy image. anyres: 32 x 4 px, whose tiles the model unpads to a few rows, so
     the dummy costs the whole image's tokens and little more (LLaVA-NeXT 336 px: 870 tokens, not
     a square's 1176; OneVision 384 px: 813, not 1485); else 32 x 32 px."""
@@ -145,7 +164,7 @@ def dummy_image(kind: str) -> Any:
     return Image.new("RGB", (32, 4) if kind == "anyres" else (32, 32))
 
 
-def tiled_protected_ids(tokenizer: Any) -> set[int]:
+def tiled_protected_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """The ids of an image block's frame tokens (<fake_token_around_image>, <global-img>,
     <row_r_col_c>): left truncation may cut none of them, nor the <image> tokens."""
     names = [*TILED_MARKERS] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
@@ -153,7 +172,9 @@ def tiled_protected_ids(tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i is not None and i != tokenizer.unk_token_id}
 
 
-def tile_settings(model_type: str, max_tiles: int, image_processor: Any) -> dict[str, Any]:
+def tile_settings(
+    model_type: str, max_tiles: int, image_processor: BaseImageProcessor
+) -> dict[str, Any]:
     """Processor (image) settings that give an image at most `max_tiles` tiles besides the
     whole image; {} for a family that does not tile.
 
@@ -178,7 +199,7 @@ def tile_settings(model_type: str, max_tiles: int, image_processor: Any) -> dict
     return {}
 
 
-def cap_tiles(model: Any, processor: Any, max_tiles: int) -> dict[str, Any]:
+def cap_tiles(model: PreTrainedModel, processor: ProcessorMixin, max_tiles: int) -> dict[str, Any]:
     """Apply tile_settings to the processor's image processor (and the grids to the model's
     config, which LLaVA-NeXT / OneVision read); the settings applied."""
     config = getattr(model, "config", None)

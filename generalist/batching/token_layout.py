@@ -36,19 +36,24 @@ batch layout (masking, truncation, dummy images, padding) is the same for every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.batching import mllama_inputs
 from generalist.batching.mllama_inputs import is_mllama_output
 from generalist.batching.tiled_images import (
     ANYRES_TYPES,
     TILED_TYPES,
+    LayoutKind,
     split_tiled,
     tiled_protected_ids,
 )
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.bundle import ModelBundle
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}
@@ -61,9 +66,7 @@ TEXT_KEYS = {"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids
 class TokenLayout:
     """What differs between VLM families in a training sequence (see the module docstring)."""
 
-    # "default" | "blip2" | "paligemma" | "mrope" | "gemma3" | "mllama" | "tiled" | "anyres"
-    # | "text"
-    kind: str = "default"
+    kind: LayoutKind = "default"
     image_token: str | None = IMAGE_TOKEN  # the processor's image token (None: text-only LM)
     target_prefix: str = " "  # put before the target text when it is tokenised
     soft_token_id: int | None = None  # gemma3: the image token the processor expands to
@@ -119,14 +122,14 @@ class TokenLayout:
         image is cross-attended, no token stands for it)."""
         return "" if self.kind == "blip2" else self.marker_text()
 
-    def text_only_ids(self, tokenizer: Any, text: str) -> list[int] | None:
+    def text_only_ids(self, tokenizer: PreTrainedTokenizerBase, text: str) -> list[int] | None:
         """Token ids for a prompt without images when the processor would refuse it; else None."""
         if self.kind != "paligemma":
             return None
         ids = tokenizer(f"{text}\n", add_special_tokens=False)["input_ids"]
         return [tokenizer.bos_token_id, *ids]
 
-    def protected_ids(self, tokenizer: Any) -> set[int]:
+    def protected_ids(self, tokenizer: PreTrainedTokenizerBase) -> set[int]:
         """Token ids that left truncation must never cut (besides the image token itself)."""
         if self.kind == "tiled":
             return tiled_protected_ids(tokenizer)
@@ -158,7 +161,7 @@ def layout_for(bundle: ModelBundle) -> TokenLayout:
     return TokenLayout("default", bundle.image_token)
 
 
-def split_images(enc: Any, counts: list[int]) -> list[dict[str, Any]] | None:
+def split_images(enc: Mapping[str, Any], counts: list[int]) -> list[dict[str, Any]] | None:
     """Per-example image tensors from one batched processor call with `counts` images each.
 
     pixel_values rows are one per image (LLaVA, PaliGemma) or, with image_grid_thw, the

@@ -9,11 +9,12 @@ stream_mosaic.py, stream_litdata.py), mixed with the same rates (the `demo` mixt
 its per-batch minimum), and does the same per-example work (JSON decoded to a Record, images
 kept encoded, `format_example` with the same exemplar pools), in one process, in batches of 32.
 For each it reports examples/s, the rate error (worst task, in examples: |count - rate x n|)
-after 6k and 60k examples and over every prefix, and the time to resume at example 50,000
-(a new loader from the saved state, plus its first batch; `resume_exact`: that batch is the
-one the uninterrupted run read). Targets: ours >= 1.0x the fastest peer in examples/s, at most
-1 example of rate error at every prefix (stratified schedule), resume under 1 s. Loaders not
-installed (the `bench` extra) are skipped with a note. The last line is one JSON object.
+after 6k and 60k examples and over every prefix that ends a batch, and the time to resume at
+example 50,000 (a new loader from the saved state, plus its first batch; `resume_exact`: that
+batch is the one the uninterrupted run read). Targets: ours >= 1.0x the fastest peer in
+examples/s, at most 1 example of rate error at every batch end (stratified schedule), resume
+under 1 s. Loaders not installed (the `bench` extra) are skipped with a note. The last line is
+one JSON object.
 """
 
 from __future__ import annotations

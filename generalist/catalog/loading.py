@@ -9,22 +9,30 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from generalist.errors import GeneralistError
 
 _loaded_paths: dict[Path, object] = {}
+# File suffix -> the reader of declarations in that format (tasks/declared.py adds .yaml/.yml).
+DECLARATION_LOADERS: dict[str, Callable[[Path], object]] = {}
+DECLARATION_SUFFIXES = (".yaml", ".yml")
 
 
 def import_user_module(spec: str) -> object:
-    """Import a module by dotted name (`my_pkg.my_tasks`) or by file path (`./my_tasks.py`)."""
-    if spec.endswith(".py") or "/" in spec:
+    """Import a module by dotted name (`my_pkg.my_tasks`) or by file path (`./my_tasks.py`);
+    a `.yaml` file holds tasks declared in YAML (tasks/declared.py reads it)."""
+    if spec.endswith((".py", *DECLARATION_SUFFIXES)) or "/" in spec:
         path = Path(spec).expanduser().resolve()
         if path in _loaded_paths:
             return _loaded_paths[path]
         if not path.is_file():
             raise GeneralistError(f"module file {spec!r} does not exist (resolved to {path})")
+        if path.suffix in DECLARATION_SUFFIXES:
+            load_builtins()  # registers the YAML reader (and the built-ins a mixture may use)
+            _loaded_paths[path] = DECLARATION_LOADERS[path.suffix](path)
+            return _loaded_paths[path]
         name = f"generalist_user_{path.stem}_{abs(hash(path)) % 10**8}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         assert module_spec is not None and module_spec.loader is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from generalist.model.export import export
+from generalist.verbosity import quiet_libraries
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="cast the merged weights (default: the training dtype)",
     )
+    parser.add_argument("--verbose", action="store_true", help="the libraries' own logs and bars")
     args = parser.parse_args(argv)
+    quiet_libraries(args.verbose)  # before the model code imports deepspeed (its notice)
+    from generalist.model.export import export  # after: transformers' bars are switched off
+
     out = export(args.checkpoint, args.out, overwrite=args.overwrite, dtype=args.dtype)
     print(f"exported a plain Hugging Face model to {out}")
     return 0

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from generalist.batching.collate import Collator
 from generalist.batching.losses import example_losses
@@ -38,9 +38,10 @@ from generalist.eval.option_cache import cached_option_scores
 from generalist.model.bundle import ModelBundle
 
 if TYPE_CHECKING:
-    pass
+    import torch
+    from tqdm import tqdm
 
-
+T = TypeVar("T")
 DEFAULT_MAX_NEW_TOKENS = 32
 
 
@@ -90,7 +91,7 @@ class HFPredictor:
         bundle: ModelBundle,
         max_length: int,
         max_new_tokens: int | None = None,
-        model: Any = None,
+        model: torch.nn.Module | None = None,
         synced_gpus: bool | None = None,
         prompt_format: str | None = None,
         naive: bool = False,
@@ -196,7 +197,7 @@ def predict_sorted(
     examples: Sequence[Example],
     batch_size: int,
     max_new_tokens: int | None = None,
-    bar: Any = None,
+    bar: tqdm | None = None,
 ) -> list[str]:
     """Generations of `examples` in input order, computed in batches of similar prompt length
     (fewer pad tokens, and a batch of short prompts stops with its short answers); a
@@ -220,11 +221,14 @@ def predict_sorted(
 
 
 def predict_batched(
-    fn: Any, examples: Sequence[Example], batch_size: int, bar: Any = None
-) -> list[Any]:
+    fn: Callable[[list[Example]], Iterable[T]],
+    examples: Sequence[Example],
+    batch_size: int,
+    bar: tqdm | None = None,
+) -> list[T]:
     """Apply a batch function over `examples` in order, `batch_size` at a time (advancing the
     tqdm `bar`, when given, by each batch's examples)."""
-    out: list[Any] = []
+    out: list[T] = []
     for i in range(0, len(examples), batch_size):
         out.extend(fn(list(examples[i : i + batch_size])))
         if bar is not None:

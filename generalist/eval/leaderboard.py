@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.catalog.task import TASKS
 from generalist.errors import GeneralistError
@@ -37,6 +37,9 @@ from generalist.eval.medpalm_m import reference_rows
 from generalist.tracking.mlflow_calls import is_remote, log_metrics, server_answers
 from generalist.tracking.run_kinds import KIND_TAG, PRIMARY_TAG
 from generalist.tracking.tracker import Tracker
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def fetch_runs(tracking_uri: str, experiments: Sequence[str]) -> list[dict[str, Any]]:
@@ -122,7 +125,7 @@ def unresolved_hint(tasks: Sequence[str]) -> str:
     )
 
 
-def build_table(runs: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -> Any:
+def build_table(runs: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -> pd.DataFrame:
     """A pandas DataFrame: one row per run (index = unique run label), one column per task,
     plus `mean_rank` and `tasks_ranked`; sorted best first."""
     import pandas as pd
@@ -147,7 +150,7 @@ def build_table(runs: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -
     return table
 
 
-def rank_metrics(table: Any, metrics: Mapping[str, str]) -> dict[str, dict[str, float]]:
+def rank_metrics(table: pd.DataFrame, metrics: Mapping[str, str]) -> dict[str, dict[str, float]]:
     """{run id: {"rank/<task>": rank, ..., "rank/mean": mean rank}} of a build_table table."""
     ranks = table[list(metrics)].rank(axis=0, ascending=False, method="average")
     out = {}
@@ -176,7 +179,7 @@ def leaderboard(
     tasks: Sequence[str] = (),
     reference: str | None = None,
     log: bool = True,
-) -> Any:
+) -> pd.DataFrame:
     """Build, save (md, csv, png) and optionally log the leaderboard; returns the table."""
     runs = fetch_runs(tracking_uri, experiments)
     metrics, unresolved = task_metrics(runs, overrides or {}, tasks)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def to_markdown(table: Any, metrics: Mapping[str, str], reference: Any = None) -> str:
+def to_markdown(
+    table: pd.DataFrame, metrics: Mapping[str, str], reference: pd.DataFrame | None = None
+) -> str:
     """A markdown table (own code: five lines instead of a `tabulate` dependency)."""
     heads = ["run"] + [f"{t} ({m})" for t, m in metrics.items()] + ["mean rank"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
@@ -25,7 +30,12 @@ def to_markdown(table: Any, metrics: Mapping[str, str], reference: Any = None) -
     return "\n".join(lines) + "\n"
 
 
-def plot(table: Any, metrics: Mapping[str, str], path: Path, reference: Any = None) -> None:
+def plot(
+    table: pd.DataFrame,
+    metrics: Mapping[str, str],
+    path: Path,
+    reference: pd.DataFrame | None = None,
+) -> None:
     """Grouped bars: one group per task, one bar per run (reference rows hatched)."""
     import matplotlib
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Med-PaLM M (arXiv 2307.14334 v1) Table 3, percent, (12B, 84B, 562B). VQA "F1" is taken to be
 # the token F1; the MIMIC-CXR classification row is the 5-condition task.
@@ -36,7 +39,7 @@ MEDPALM_M: dict[str, dict[str, tuple[float, float, float]]] = {
 MEDPALM_SIZES = ("12B", "84B", "562B")
 
 
-def reference_rows(metrics: Mapping[str, str]) -> Any:
+def reference_rows(metrics: Mapping[str, str]) -> pd.DataFrame:
     """Med-PaLM M rows (fractions) for the tasks and metrics of the table; NaN where absent."""
     import pandas as pd
 

@@ -3,7 +3,10 @@
 Every user error is found here, before a model is built: unknown task in the mixture,
 negative / all-zero rates, evaluation-only tasks in a training mixture, missing manifest,
 split or shard file (the message names the dataset, the path and the `generalist shard`
-command to run), a split with fewer records than reader slots.
+command to run). A split with fewer records than readers (ranks x workers) is fine: readers
+take turns over a task's records (generalist.mixing.shares).
+
+`StreamConfig` carries the stream's settings, frozen, from build_stream to every stage.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from generalist.catalog.exemplars import ExemplarPool
+from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, ExemplarPool
 from generalist.catalog.mixture import SCHEDULES, Mixture
 from generalist.catalog.records import Record
 from generalist.catalog.task import TASKS, Task
 from generalist.errors import ConfigError, DataError, GeneralistError
-from generalist.mixing.shares import TaskShares
+from generalist.mixing.shares import TaskOrder
 from generalist.seeds import stable_seed
 from generalist.shards.cache import ShardCache
 from generalist.shards.manifest import ShardInfo, load_manifest, read_records, split_shards
@@ -28,43 +31,74 @@ from generalist.shards.storage import ShardPath, as_root, missing
 SUBSTITUTES = 8  # good records kept per task to stand in for bad samples (skip_bad)
 
 
+@dataclass(frozen=True)
+class StreamConfig:
+    """A stream's settings (build_stream's arguments, the schedule resolved), frozen."""
+
+    mixture: str
+    split: str = "train"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    batch_size: int | None = None  # examples per rank per step (the DataLoader's batch size)
+    num_workers: int = 0
+    train: bool = True
+    skip_bad: bool = False
+    exemplar_pool_size: int = DEFAULT_POOL_SIZE
+    shuffle_within_shard: bool = True  # already False for evaluation streams
+    schedule: str = "stratified"
+    min_per_batch: int = 0
+
+    @property
+    def rank_batch(self) -> int:
+        """Examples per rank per global batch (1 without a batch size)."""
+        return self.batch_size or 1
+
+    @property
+    def global_batch(self) -> int:
+        return self.rank_batch * self.world_size
+
+    @property
+    def slots(self) -> int:
+        """Reader processes per rank (one per dataloader worker, or the rank itself)."""
+        return max(1, self.num_workers)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON (the stream's state records it)."""
+        return asdict(self)
+
+
 @dataclass
 class TaskPlan:
     """What the stream needs for one task: its shard layout, exemplar pool, substitutes."""
 
     task: Task
-    layout: TaskShares
+    layout: TaskOrder
     pool: ExemplarPool | None
     fingerprint: str  # sha256 over the shard checksums: resume refuses changed data
     substitutes: list[Record] = field(default_factory=list)
 
-    def substitute(self, seed: int, epoch: int, slot: int, index: int) -> Record:
-        """A fixed good record standing in for the bad sample at (epoch, slot, index)."""
+    def substitute(self, seed: int, position: int) -> Record:
+        """A fixed good record standing in for the bad sample at `position` of the task."""
         if not self.substitutes:
             raise DataError(
                 f"task {self.task.name!r}: a bad sample needs a substitute but no good record "
                 f"was found in the first shards of dataset {self.task.dataset!r}"
             )
-        pick = stable_seed(seed, "substitute", self.task.name, epoch, slot, index)
+        pick = stable_seed(seed, "substitute", self.task.name, position)
         return self.substitutes[pick % len(self.substitutes)]
 
 
-def check_inputs(
-    mixture: Mixture,
-    rank: int,
-    world_size: int,
-    batch_size: int | None,
-    num_workers: int,
-    train: bool,
-) -> None:
+def check_inputs(config: StreamConfig) -> None:
     """Geometry checks (ConfigError naming the argument)."""
+    rank, world_size, batch_size = config.rank, config.world_size, config.batch_size
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank must be in 0..world_size-1; got rank={rank}, world={world_size}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1 (or None), got {batch_size}")
-    if num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-    if train and num_workers > 0 and batch_size is None:
+    if config.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {config.num_workers}")
+    if config.train and config.num_workers > 0 and batch_size is None:
         raise ConfigError(
             "a training stream with dataloader workers needs batch_size (the DataLoader's), "
             "since each worker builds whole batches"
@@ -160,50 +194,30 @@ def first_good(shards: list[ShardInfo], n: int) -> list[Record]:
 
 
 def plan_tasks(
-    mixture: Mixture,
-    root: ShardPath | str,
-    split: str,
-    seed: int,
-    slots: int,
-    train: bool,
-    skip_bad: bool,
-    pool_size: int,
-    shuffle_within_shard: bool = True,
-    cache: ShardCache | None = None,
+    mixture: Mixture, root: ShardPath | str, config: StreamConfig, cache: ShardCache | None = None
 ) -> tuple[list[TaskPlan], dict[str, float]]:
     """Per-task plans and the normalised target rates, after every check. `root` may be a URL;
     `cache`: how remote shards are read (default: ShardCache() from the environment)."""
-    root = as_root(root)
+    root, train, seed = as_root(root), config.train, config.seed
     tasks = resolve_tasks(mixture, train)
-    shards = {t.name: task_shards(mixture, t, root, split) for t in tasks}
+    shards = {t.name: task_shards(mixture, t, root, config.split) for t in tasks}
     counts = {name: sum(s.count for s in found) for name, found in shards.items()}
     try:
         rates = mixture.target_rates(counts, only=counts)
     except GeneralistError as err:
         raise ConfigError(f"mixture {mixture.name!r}: {err}") from None
     tasks = [t for t in tasks if t.name in rates]
-    layouts = {
-        t.name: TaskShares(
-            t.name, shards[t.name], seed, slots, train, train and shuffle_within_shard, cache
-        )
-        for t in tasks
-    }
-    if train:
-        for name, layout in layouts.items():
-            if layout.striped and layout.total < slots:
-                raise DataError(
-                    f"mixture {mixture.name!r}, task {name!r}: split {split!r} has "
-                    f"{layout.total} records, fewer than the {slots} readers (ranks x workers); "
-                    f"use fewer dataloader workers or ranks"
-                )
-    pools = build_pools(tasks, root, pool_size, skip_bad)
+    within = train and config.shuffle_within_shard
+    pools = build_pools(tasks, root, config.exemplar_pool_size, config.skip_bad)
     plans = [
         TaskPlan(
             task=t,
-            layout=layouts[t.name],
+            layout=TaskOrder(t.name, shards[t.name], seed, train, within, cache),
             pool=pools[t.name],
             fingerprint=fingerprint(shards[t.name]),
-            substitutes=first_good(shards[t.name], SUBSTITUTES) if skip_bad and train else [],
+            substitutes=(
+                first_good(shards[t.name], SUBSTITUTES) if config.skip_bad and train else []
+            ),
         )
         for t in tasks
     ]

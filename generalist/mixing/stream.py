@@ -14,25 +14,26 @@ What it yields: `generalist.catalog.records.Example`s, formatted by `exemplars.f
 and exemplars from a seed derived from (seed, epoch)). The shard root may be a URL (s3://,
 gs://, https://, anything fsspec opens; see generalist/shards/storage.py).
 
-How: mixing.schedule picks the task of every position of the global sequence; this rank takes
-[rank*B, (rank+1)*B) of every global batch of B*world_size; rank-local batch g is built by the
-DataLoader worker of virtual slot g % num_workers; mixing.shares gives each (rank, slot) a
-disjoint share of every task's shards, reshuffled per (seed, task, epoch), read by seeking
-through a tar index; a task that runs out starts its next epoch alone.
+How: mixing.schedule picks the task of every position of the global sequence and deals each
+global batch of B = batch_size x world_size in a seeded random order; this rank takes
+[rank*b, (rank+1)*b) of every global batch; rank-local batch g is built by DataLoader worker
+g % num_workers. The k-th example of a task in the global sequence is record k of the task's
+endless, per-epoch reshuffled order (mixing.shares), read by seeking through a tar index by
+whichever rank and worker it was dealt to: readers take turns over the records, so an epoch of
+the global sequence reads every record once at any world size, also with fewer records than
+readers, and a task that runs out starts its next epoch alone.
 
 State and resume: the schedule is a pure function of the position, so the state is "how many
-examples this rank consumed" plus, derived from it, each (rank, slot) reader's records consumed
-per task, its (epoch, shard, offset), the mixer's window and the per-task counts. The
-DataLoader prefetches, so `stream.dataloader()` counts the batches the loop actually received
-(num_workers=0: the stream counts its own yields). `load_state_dict` restores the readers by
-arithmetic (each seeks straight to its next sample): nothing is replayed, and a remote shard a
-reader has finished is not fetched again. The state is the same on every rank.
-
-What may change between save and resume: nothing by default (seed, mixture, rates, schedule,
-split, world size, workers, batch size, shuffle_within_shard and the shards' checksums are
-checked; a difference is a ConfigError naming it). `load_state_dict(state, reshard=True)`
-accepts a different world size, worker count, batch size or mixture: every task restarts at
-its next epoch boundary, counts carry over, and the run is again deterministic from there.
+examples this rank consumed" plus, derived from it, the per-task counts and each task's next
+record position (epoch, shard, offset). The DataLoader prefetches, so `stream.dataloader()`
+counts the batches the loop actually received (num_workers=0: the stream counts its own
+yields). `load_state_dict` restores by arithmetic: nothing is replayed. The state is the same on
+every rank. What may change between save and resume (generalist/mixing/progress.py): world
+size, batch size and workers freely (the same global batch continues the same global sequence;
+another global batch continues from the next global position); seed, mixture, rates, schedule,
+split, shuffle_within_shard and the shards' checksums only with
+`load_state_dict(state, reshard=True)`, which restarts every task at its next epoch boundary.
+`stream.last_resume` says in one line what changed.
 
 min_per_batch: see generalist/mixing/schedule.py. Bad samples: a DataError naming shard and key;
 with skip_bad=True a bad sample is replaced by a fixed substitute record of the same task and
@@ -46,7 +47,6 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -54,15 +54,21 @@ from generalist.catalog.exemplars import DEFAULT_POOL_SIZE, format_example
 from generalist.catalog.mixture import MIXTURES, Mixture
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError
-from generalist.mixing.plan import TaskPlan, check_inputs, plan_tasks, resolve_schedule
-from generalist.mixing.progress import StreamProgress
+from generalist.mixing.plan import (
+    StreamConfig,
+    TaskPlan,
+    check_inputs,
+    plan_tasks,
+    resolve_schedule,
+)
+from generalist.mixing.progress import CHECKED, GEOMETRY, StreamProgress
 from generalist.mixing.schedule import make_schedule
-from generalist.mixing.shares import segment_records, slot_records
-from generalist.mixing.workers_counted import counted
+from generalist.mixing.shares import Reader
 from generalist.seeds import stable_seed
 from generalist.shards.cache import ShardCache
 
-__all__ = ["MixtureStream", "StreamLoader", "build_stream"]
+__all__ = ["MixtureStream", "StreamConfig", "StreamLoader", "build_stream"]
+Batch = object  # whatever the collate_fn returns
 
 
 class MixtureStream(IterableDataset):
@@ -73,34 +79,44 @@ class MixtureStream(IterableDataset):
         mixture: Mixture,
         plans: list[TaskPlan],
         rates: dict[str, float],
-        config: dict[str, Any],
-        skip_bad: bool,
+        config: StreamConfig,
     ) -> None:
         self.mixture, self.plans, self.config = mixture, plans, config
         self.target_rates: dict[str, float] = dict(rates)
-        self.seed: int = config["seed"]
-        self.rank: int = config["rank"]
-        self.world_size: int = config["world_size"]
-        self.num_workers: int = config["num_workers"]
-        self.batch_size: int | None = config["batch_size"]
-        self.train: bool = config["train"]
-        self.skip_bad = skip_bad
+        self.seed, self.rank, self.world_size = config.seed, config.rank, config.world_size
+        self.num_workers, self.batch_size = config.num_workers, config.batch_size
+        self.train, self.skip_bad = config.train, config.skip_bad
         self.skipped = 0  # bad samples consumed (StreamLoader adds those its workers met)
-        names, global_batch = [p.task.name for p in plans], self.rank_batch * self.world_size
+        names = [p.task.name for p in plans]
         # a generation's schedule: make(generation), the same in every process
-        args = (config["schedule"], names, self.target_rates, self.seed, global_batch)
-        make = partial(make_schedule, *args, mixture.min_per_batch)
-        self.progress = StreamProgress(names, make, self.rank_batch, self.world_size, self.slots)
+        make = partial(
+            make_schedule,
+            config.schedule,
+            names,
+            self.target_rates,
+            self.seed,
+            config.global_batch,
+            config.min_per_batch,
+        )
+        self.progress = StreamProgress(names, make, config)
+        identity = {**config.as_dict(), "rates": self.target_rates}
+        identity["shards"] = {p.task.name: p.fingerprint for p in plans}
+        self.identity = {k: identity[k] for k in CHECKED + GEOMETRY}
 
     # -- geometry --------------------------------------------------------------------------
     @property
     def rank_batch(self) -> int:
-        return self.batch_size or 1
+        return self.config.rank_batch
 
     @property
     def slots(self) -> int:
-        """Reader slots per rank (one per dataloader worker)."""
-        return max(1, self.num_workers)
+        """Reader processes per rank (one per dataloader worker)."""
+        return self.config.slots
+
+    @property
+    def last_resume(self) -> str | None:
+        """One line on what the last load_state_dict changed (None: nothing)."""
+        return self.progress.last_resume
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Example]:
@@ -117,74 +133,67 @@ class MixtureStream(IterableDataset):
         return self._train_examples(worker, in_process=info is None)
 
     def _train_examples(self, worker: int, in_process: bool) -> Iterator[Example]:
-        progress, batch = self.progress, self.rank_batch
-        progress.catch_up()
+        progress, batch, rank = self.progress, self.rank_batch, self.rank
         consumed = progress.consumed
         if self.slots > 1 and consumed % batch:
             raise ConfigError(f"resume point {consumed} is not a multiple of batch {batch}")
-        first_batch = consumed // batch + worker
-        virtual = first_batch % self.slots  # the slot this process plays, whatever restarted it
-        slot = self.rank * self.slots + virtual
-        readers = [  # by label: the schedule's tasks are the plans' tasks, in order
-            self._reader(p, slot, progress.slot_count(slot, p.task.name)) for p in self.plans
-        ]
+        readers = [Reader(p.layout, self.skip_bad, self._on_bad) for p in self.plans]
+        offsets = [progress.offsets[p.task.name] for p in self.plans]
+        seeds = {0: self.seed}  # the formatting seed of each epoch (a hash: computed once)
         schedule = progress.schedule
-        g, b = first_batch, consumed % batch
+        g, b = consumed // batch + worker, consumed % batch
         while True:
-            labels = schedule.batch(g)[self.rank * batch : (self.rank + 1) * batch]
-            for label in labels[b:]:
-                example = next(readers[label])
+            labels = schedule.batch(g)[rank * batch : (rank + 1) * batch]
+            ks = schedule.occurrences(g, rank * batch, (rank + 1) * batch)
+            for label, k in zip(labels[b:], ks[b:]):
+                plan, k = self.plans[label], k + offsets[label]
+                where, record = readers[label].read(k)
+                if record is None:
+                    record = plan.substitute(self.seed, k)
+                if where.epoch not in seeds:
+                    seeds[where.epoch] = stable_seed(self.seed, "epoch", where.epoch)
+                example = format_example(plan.task, record, plan.pool, seeds[where.epoch], True)
                 if in_process:
                     progress.consumed += 1  # no prefetch in-process: a yield is a consumption
                 yield example
             g, b = g + self.slots, 0
 
-    def _reader(self, plan: TaskPlan, slot: int, consumed: int) -> Iterator[Example]:
-        first_epoch = self.progress.epoch_base.get(plan.task.name, 0)
-        records = slot_records(
-            plan.layout, slot, consumed, first_epoch, self.skip_bad, self._on_bad
-        )
-        seeds = {0: self.seed}  # the formatting seed of each epoch (a hash: computed once)
-        for epoch, index, record in records:
-            if record is None:
-                record = plan.substitute(self.seed, epoch, slot, index)
-            if epoch not in seeds:
-                seeds[epoch] = stable_seed(self.seed, "epoch", epoch)
-            yield format_example(plan.task, record, plan.pool, seed=seeds[epoch], train=True)
-
     def _eval_examples(self, slot: int) -> Iterator[Example]:
+        """Each task's split once, in written order, records slot, slot + slots, ... of it."""
+        slots = self.world_size * self.slots
         for plan in self.plans:
-            for seg in plan.layout.segments(0, slot):
-                records = segment_records(plan.layout, 0, seg, 0, self.skip_bad, self._on_bad)
-                for record in records:
-                    if record is not None:
-                        yield format_example(plan.task, record, plan.pool, self.seed, train=False)
+            reader = Reader(plan.layout, self.skip_bad, self._on_bad)
+            for k in range(slot, plan.layout.total, slots):
+                _, record = reader.read(k)
+                if record is not None:
+                    yield format_example(plan.task, record, plan.pool, self.seed, train=False)
+            reader.close()
 
     def _on_bad(self, message: str) -> None:
         self.skipped += 1
         warnings.warn(f"skipped bad sample: {message}", stacklevel=2)
 
     # -- state -----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, object]:
         """JSON-able state after the examples consumed so far (the same on every rank)."""
         self._check_train("state_dict")
-        return self.progress.state_dict(self.config, self._positions)
+        return self.progress.state_dict(self.identity, self._where)
 
-    def load_state_dict(self, state: Mapping[str, Any], reshard: bool = False) -> None:
+    def load_state_dict(self, state: Mapping[str, object], reshard: bool = False) -> None:
         """Continue exactly where `state` was taken (see the module docstring for `reshard`)."""
         self._check_train("load_state_dict")
-        self.progress.load_state_dict(state, self.config, reshard, self._positions)
+        totals = {p.task.name: p.layout.total for p in self.plans}
+        self.progress.load_state_dict(state, self.identity, reshard, totals)
 
-    def _positions(self, slot: int, task: str, consumed: int) -> dict[str, int]:
+    def _where(self, task: str, k: int) -> dict[str, int]:
         plan = next(p for p in self.plans if p.task.name == task)
-        first_epoch = self.progress.epoch_base.get(task, 0)
-        position, _ = plan.layout.locate(consumed, slot, first_epoch)
+        where, total = plan.layout.locate(k), plan.layout.total
         return {
-            "consumed": consumed,
-            "epoch": position.epoch,
-            "shard_pos": position.shard_pos,
-            "shard": position.shard,
-            "offset": position.offset,
+            "next": k,
+            "epoch": where.epoch,
+            "shard": where.shard,
+            "offset": where.offset,
+            "epochs_begun": -(-k // total),
         }
 
     def advance(self, examples: int) -> None:
@@ -202,7 +211,7 @@ class MixtureStream(IterableDataset):
         total = sum(counts.values())
         return {t: (c / total if total else 0.0) for t, c in counts.items()}
 
-    def dataloader(self, collate_fn: Callable | None = None, **kwargs: Any) -> StreamLoader:
+    def dataloader(self, collate_fn: Callable | None = None, **kwargs: object) -> StreamLoader:
         """A DataLoader over this stream that counts what the loop consumed (see module doc)."""
         return StreamLoader(self, collate_fn, **kwargs)
 
@@ -211,23 +220,61 @@ class MixtureStream(IterableDataset):
             raise ConfigError(f"{what}() is for training streams; evaluation streams are finite")
 
 
+# Bad samples met inside DataLoader workers are counted in the main process: a worker runs its
+# own copy of the stream, and what it counts (`stream.skipped`) dies with the copy. So workers
+# run over `Counted(stream)`, which yields each example with the bad samples met since the one
+# before, and a collate_fn hands (skipped, batch) back; the main process adds `skipped` as each
+# batch arrives, so the count covers what the loop consumed, from every worker.
+class Counted(IterableDataset):
+    """(example, bad samples met since the previous example) from the stream it wraps."""
+
+    def __init__(self, stream: MixtureStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[tuple[Example, int]]:
+        seen = self.stream.skipped
+        for example in self.stream:
+            yield example, self.stream.skipped - seen
+            seen = self.stream.skipped
+
+
+class CountedCollate:
+    """collate_fn over (example, skipped) pairs -> (skipped in the batch, collate(examples));
+    a class, not a closure, so that spawned workers can unpickle it."""
+
+    def __init__(self, collate: Callable) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[tuple[Example, int]]) -> tuple[int, Batch]:
+        return sum(n for _, n in items), self.collate([example for example, _ in items])
+
+
 class StreamLoader:
     """torch DataLoader over a MixtureStream; state_dict() reflects batches actually received."""
 
-    def __init__(self, stream: MixtureStream, collate_fn: Callable | None, **kwargs: Any) -> None:
+    def __init__(
+        self, stream: MixtureStream, collate_fn: Callable | None, **kwargs: object
+    ) -> None:
         if kwargs.get("persistent_workers"):
             raise ConfigError("persistent_workers would keep stale reader state; leave it off")
         self.stream = stream
-        self.kwargs = {"collate_fn": collate_fn or list, **kwargs}
+        self.collate = collate_fn or list
+        self.kwargs = kwargs
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Batch]:
         stream = self.stream
         if stream.train:
             stream.progress.catch_up()  # workers start from the main process's current state
         workers = stream.num_workers > 0
-        # with workers each batch comes with the bad samples its worker met (workers_counted)
-        dataset, kwargs = counted(stream, self.kwargs) if workers else (stream, self.kwargs)
-        loader = DataLoader(dataset, stream.batch_size, num_workers=stream.num_workers, **kwargs)
+        dataset: IterableDataset = Counted(stream) if workers else stream
+        collate = CountedCollate(self.collate) if workers else self.collate
+        loader = DataLoader(
+            dataset,
+            stream.batch_size,
+            num_workers=stream.num_workers,
+            collate_fn=collate,
+            **self.kwargs,  # type: ignore[arg-type]
+        )
         for batch in loader:
             if workers:
                 skipped, batch = batch
@@ -236,10 +283,10 @@ class StreamLoader:
                     stream.advance(stream.rank_batch)  # in-process streams count their yields
             yield batch
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, object]:
         return self.stream.state_dict()
 
-    def load_state_dict(self, state: Mapping[str, Any], reshard: bool = False) -> None:
+    def load_state_dict(self, state: Mapping[str, object], reshard: bool = False) -> None:
         self.stream.load_state_dict(state, reshard=reshard)
 
 
@@ -270,24 +317,21 @@ def build_stream(
     shard_root may be a URL; shard_cache says how its shards are read (generalist.shards.cache).
     """
     mixture = MIXTURES.get(mixture) if isinstance(mixture, str) else mixture
-    check_inputs(mixture, rank, world_size, batch_size, num_workers, train)
-    kind, slots = resolve_schedule(mixture, schedule), world_size * max(1, num_workers)
-    within = train and shuffle_within_shard
-    where = (split, seed, slots, train, skip_bad, exemplar_pool_size, within, shard_cache)
-    plans, rates = plan_tasks(mixture, shard_root, *where)
-    config = {
-        "seed": seed,
-        "rank": rank,
-        "world_size": world_size,
-        "num_workers": num_workers,
-        "batch_size": batch_size,
-        "split": split,
-        "train": train,
-        "mixture": mixture.name,
-        "rates": rates,
-        "min_per_batch": mixture.min_per_batch,
-        "shards": {p.task.name: p.fingerprint for p in plans},
-        "shuffle_within_shard": within,
-        "schedule": kind,
-    }
-    return MixtureStream(mixture, plans, rates, config, skip_bad)
+    config = StreamConfig(
+        mixture=mixture.name,
+        split=split,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        train=train,
+        skip_bad=skip_bad,
+        exemplar_pool_size=exemplar_pool_size,
+        shuffle_within_shard=train and shuffle_within_shard,
+        schedule=resolve_schedule(mixture, schedule),
+        min_per_batch=mixture.min_per_batch,
+    )
+    check_inputs(config)
+    plans, rates = plan_tasks(mixture, shard_root, config, shard_cache)
+    return MixtureStream(mixture, plans, rates, config)

@@ -26,6 +26,7 @@ from generalist.model.model_dir import load_source, to_dtype
 from generalist.model.tiny_blip2 import make_blip2_processor, tiny_blip2_config
 from generalist.model.tiny_llava import load_vision_init, make_processor, tiny_llava_config
 from generalist.model.tiny_parts import set_special_token_ids, train_tokenizer
+from generalist.model.torchvision_guard import torchvision_usable
 
 
 def build_model(
@@ -41,6 +42,7 @@ def build_model(
     existing one is reused, so a resumed run keeps the same tokenizer.
     Raises ConfigError for a model that cannot be found or built, before any training.
     """
+    torchvision_usable()  # a broken torchvision is hidden before transformers imports it
     import torch
 
     lora_cfg = lora_cfg or LoraSettings()

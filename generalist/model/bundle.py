@@ -4,10 +4,16 @@ token, family, the configs it was built from)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.lora import unwrap
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
+
+    from generalist.model.qwen2_vl_processor import MRopeProcessor
 
 
 @dataclass
@@ -22,9 +28,9 @@ class ModelBundle:
         to their model_type).
     """
 
-    model: Any
-    processor: Any
-    tokenizer: Any
+    model: PreTrainedModel | PeftModel
+    processor: ProcessorMixin | PreTrainedTokenizerBase | MRopeProcessor
+    tokenizer: PreTrainedTokenizerBase
     image_token: str | None
     family: str
     config: ModelConfig
@@ -45,10 +51,10 @@ class ModelBundle:
         return bool(getattr(text, "is_encoder_decoder", False))
 
     @property
-    def base_model(self) -> Any:
+    def base_model(self) -> PreTrainedModel:
         """The underlying transformers model (unwrapped from peft)."""
         return unwrap(self.model)
 
-    def merged_model(self) -> Any:
+    def merged_model(self) -> PreTrainedModel:
         """The transformers model with the LoRA adapter merged in (peft merge_and_unload)."""
         return self.model.merge_and_unload() if self.lora.enabled else self.base_model

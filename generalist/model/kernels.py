@@ -17,10 +17,13 @@ naming the key and what to do.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING
 
 from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def _installed(module: str) -> bool:
@@ -51,7 +54,7 @@ def _needs_cuda(key: str, what: str) -> None:
         )
 
 
-def apply_kernels(model: Any, cfg: ModelConfig) -> Any:
+def apply_kernels(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
     """Set the attention implementation and patch in Liger kernels on the built (base) model."""
     check_kernel_packages(cfg)
     if cfg.attn_implementation == "flash_attention_2":
@@ -73,7 +76,7 @@ def apply_kernels(model: Any, cfg: ModelConfig) -> Any:
     return model
 
 
-def _apply_liger(model: Any) -> None:
+def _apply_liger(model: PreTrainedModel) -> None:
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
 
     model_type = getattr(model.config, "model_type", None)

@@ -21,14 +21,18 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.errors import ConfigError, GeneralistError
 from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.parts import PARTS, part_of, part_roots, parts_of
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from torch import nn
 
-def unwrap(model: Any) -> Any:
+
+def unwrap(model: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (or the model itself)."""
     get = getattr(model, "get_base_model", None)
     return get() if callable(get) else model
@@ -41,7 +45,7 @@ def frozen_parts(model_cfg: ModelConfig) -> set[str]:
 
 
 def configure_trainable(
-    model: Any, model_cfg: ModelConfig, lora_cfg: LoraSettings, family: str
+    model: nn.Module, model_cfg: ModelConfig, lora_cfg: LoraSettings, family: str
 ) -> None:
     """Set requires_grad per part for full training (LoRA's own freezing: apply_lora)."""
     frozen = frozen_parts(model_cfg)
@@ -52,7 +56,9 @@ def configure_trainable(
         param.requires_grad_(part_of(name, parts) not in frozen)
 
 
-def _modules_to_save(model: Any, lora_cfg: LoraSettings, family: str, frozen: set[str]) -> list:
+def _modules_to_save(
+    model: nn.Module, lora_cfg: LoraSettings, family: str, frozen: set[str]
+) -> list:
     """modules_to_save with part names expanded to the part's outermost modules; the default
     "projector" is dropped where a family has none (a causal LM) or it is frozen."""
     names = {n for n, _ in model.named_modules()}
@@ -72,7 +78,7 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 T5_TARGETS = ["q", "k", "v", "o"]  # T5 / Flan-T5 attention projections (BLIP-2 + Flan-T5)
 
 
-def _targets(model: Any, lora_cfg: LoraSettings) -> list[str]:
+def _targets(model: nn.Module, lora_cfg: LoraSettings) -> list[str]:
     """The configured targets; the default q/k/v/o_proj becomes q/k/v/o for a T5-style LM."""
     targets = list(lora_cfg.target_modules)
     if targets == DEFAULT_TARGETS and not any(
@@ -82,7 +88,7 @@ def _targets(model: Any, lora_cfg: LoraSettings) -> list[str]:
     return targets
 
 
-def target_pattern(model: Any, lora_cfg: LoraSettings, family: str) -> str | list[str]:
+def target_pattern(model: nn.Module, lora_cfg: LoraSettings, family: str) -> str | list[str]:
     """peft target_modules: the plain suffixes (everywhere), or the full names of the modules
     with those suffixes inside `lora.target_parts`."""
     targets = _targets(model, lora_cfg)
@@ -102,7 +108,9 @@ def target_pattern(model: Any, lora_cfg: LoraSettings, family: str) -> str | lis
     return rf"^({'|'.join(re.escape(n) for n in names)})$"
 
 
-def apply_lora(model: Any, lora_cfg: LoraSettings, family: str, model_cfg: Any = None) -> Any:
+def apply_lora(
+    model: nn.Module, lora_cfg: LoraSettings, family: str, model_cfg: ModelConfig | None = None
+) -> nn.Module:
     """Wrap `model` with a peft LoRA adapter per `lora_cfg`; returns the model unchanged if off.
     Parts model.freeze leaves trainable and LoRA does not target stay trained in full."""
     if not lora_cfg.enabled:
@@ -138,7 +146,7 @@ def apply_lora(model: Any, lora_cfg: LoraSettings, family: str, model_cfg: Any =
     return peft_model
 
 
-def trainable_parameter_names(model: Any) -> list[str]:
+def trainable_parameter_names(model: nn.Module) -> list[str]:
     """Names of parameters that require grad (for logs and tests)."""
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
@@ -148,7 +156,9 @@ def is_adapter_key(name: str) -> bool:
     return "lora_" in name or ".modules_to_save." in name
 
 
-def base_state_dict(model: Any, state_dict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def base_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The plain transformers state dict of the base model, from a (peft) model's state dict.
 
     LoRA tensors are dropped, `base_layer.` unwrapped, and modules_to_save take their trained
@@ -173,7 +183,9 @@ def base_state_dict(model: Any, state_dict: Mapping[str, Any] | None = None) -> 
     return out
 
 
-def adapter_state_dict(model: Any, state_dict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def adapter_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The adapter's tensors (LoRA A/B and modules_to_save) via peft."""
     from peft import get_peft_model_state_dict
 
@@ -200,7 +212,7 @@ def check_adapter(adapter_sd: Mapping[str, Any], where: str = "adapter") -> None
 
 
 def save_adapter(
-    model: Any,
+    model: PeftModel,
     path: str | os.PathLike[str],
     state_dict: Mapping[str, Any] | None = None,
     where: str | None = None,

@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from generalist.atomic import atomic_dir
 from generalist.errors import ConfigError
@@ -31,10 +31,15 @@ from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.lora import base_state_dict, is_adapter_key, save_adapter
 from generalist.model.pretrained import compose, load_auto_model, load_pretrained, load_processor
 
+if TYPE_CHECKING:
+    from torch import nn
+
+M = TypeVar("M", bound="nn.Module")
+
 MODEL_DIR_VERSION = 1
 
 
-def to_dtype(model: Any, dtype: str) -> Any:
+def to_dtype(model: M, dtype: str) -> M:
     """The model in the configured dtype ("float32", "bfloat16", "float16")."""
     import torch
 

@@ -11,7 +11,10 @@ tests/model/test_parts.py on tiny models built from each transformers config cla
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PARTS = ("vision_tower", "projector", "language_model")
 _LLAVA = {
@@ -54,14 +57,14 @@ DEFAULT_PARTS = {
 }
 
 
-def model_type(model: Any) -> str:
+def model_type(model: nn.Module) -> str:
     """The transformers model_type of a (peft-wrapped) model; "" when it has none."""
     get = getattr(model, "get_base_model", None)
     base = get() if callable(get) else model
     return str(getattr(getattr(base, "config", None), "model_type", "") or "")
 
 
-def parts_of(model: Any, family: str = "") -> dict[str, tuple[str, ...]]:
+def parts_of(model: nn.Module, family: str = "") -> dict[str, tuple[str, ...]]:
     """The part -> fragments map of a model (causal LMs: everything is the language model)."""
     if family == "causal_lm":
         return {"vision_tower": (), "projector": (), "language_model": ()}
@@ -79,7 +82,7 @@ def part_of(name: str, parts: dict[str, tuple[str, ...]]) -> str:
     return best
 
 
-def part_roots(model: Any, part: str, family: str = "") -> list[str]:
+def part_roots(model: nn.Module, part: str, family: str = "") -> list[str]:
     """The outermost module names of `part` in `model` (what peft's modules_to_save takes)."""
     import torch
 

@@ -6,18 +6,25 @@ generalist.model.model_dir's job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
 from generalist.model.config import ModelConfig
 from generalist.model.hub import check_hub_id, looks_like_path
 from generalist.model.qwen2_vl_processor import MRopeProcessor, needs_fallback
+from generalist.model.torchvision_guard import broken_torchvision_hint, torchvision_usable
 from generalist.model.videoless_processor import load_videoless, needs_videoless
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
-def _load(what: str, key: str, fn: Any, src: str) -> Any:
+T = TypeVar("T")
+
+
+def _load(what: str, key: str, fn: Callable[[str], T], src: str) -> T:
     """Call a transformers loader; turn a missing/bad checkpoint into a ConfigError naming key."""
     if not looks_like_path(src) and not Path(src).expanduser().exists():
         check_hub_id(key, src)  # no network: an error in a second, not after the hub's retries
@@ -36,6 +43,7 @@ def detect_family(src: str, key: str = "model.name_or_path") -> str:
     SmolVLM, LLaVA-NeXT / OneVision: model_type llava_next / llava_onevision, not llava) or
     'causal_lm', from the config. generalist.batching.token_layout adapts to each VLM's
     model_type."""
+    torchvision_usable()  # a broken torchvision is hidden before transformers imports it
     from transformers import AutoConfig
 
     config = _load("a model config", key, AutoConfig.from_pretrained, src)
@@ -48,7 +56,7 @@ def detect_family(src: str, key: str = "model.name_or_path") -> str:
     return "causal_lm"
 
 
-def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> Any:
+def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> PreTrainedModel:
     """The model at `src` through AutoModelForCausalLM or AutoModelForImageTextToText."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -56,13 +64,16 @@ def load_auto_model(src: str, family: str, key: str = "model.name_or_path") -> A
     return _load("the model", key, cls.from_pretrained, src)
 
 
-def load_processor(src: str, family: str, key: str = "model.name_or_path") -> Any:
+def load_processor(
+    src: str, family: str, key: str = "model.name_or_path"
+) -> ProcessorMixin | PreTrainedTokenizerBase:
     """AutoProcessor for VLMs, AutoTokenizer for causal LMs (pad token defaults to eos).
 
     A Qwen2-VL processor without a usable torchvision is our MRopeProcessor (see there), a
     SmolVLM / LLaVA-OneVision one its own class without a video processor. A local
     model dir saved without its processor is a ConfigError saying so and how to save one.
     """
+    torchvision_usable()  # before transformers' image utilities import torchvision
     from transformers import AutoProcessor, AutoTokenizer
 
     try:
@@ -76,6 +87,12 @@ def load_processor(src: str, family: str, key: str = "model.name_or_path") -> An
         if needs_videoless(src):  # SmolVLM, LLaVA-OneVision without torchvision
             return _load("the processor", key, load_videoless, src)
         return _load("the processor", key, AutoProcessor.from_pretrained, src)
+    except ImportError:  # a processor that needs the torchvision we had to hide
+        if not broken_torchvision_hint():
+            raise
+        raise ConfigError(
+            f"{key}: {src!r} needs torchvision: {broken_torchvision_hint()}"
+        ) from None
     except ConfigError:
         missing = _missing_processor_files(src, family)
         if missing:
@@ -104,7 +121,9 @@ def _missing_processor_files(src: str, family: str) -> str | None:
     return " and ".join(missing) or None
 
 
-def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
+def load_pretrained(
+    cfg: ModelConfig,
+) -> tuple[PreTrainedModel, ProcessorMixin | PreTrainedTokenizerBase, str]:
     """(model, processor, family) for a hub id or Hugging Face directory `cfg.name_or_path`."""
     src = str(cfg.name_or_path)
     family = detect_family(src) if cfg.family == "auto" else cfg.family
@@ -114,7 +133,7 @@ def load_pretrained(cfg: ModelConfig) -> tuple[Any, Any, str]:
     return load_auto_model(src, family), processor, family
 
 
-def compose(cfg: ModelConfig) -> tuple[Any, Any, str]:
+def compose(cfg: ModelConfig) -> tuple[PreTrainedModel, ProcessorMixin, str]:
     """A LLaVA from a pretrained vision encoder and a pretrained causal LM, new projector.
 
     The projector is freshly initialised (seeded); train it (lora.modules_to_save keeps it

@@ -7,7 +7,7 @@ outputs replace them in the T5 encoder input, and the target is the decoder's la
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.model.config import TinyModelConfig
@@ -18,8 +18,13 @@ from generalist.model.tiny_parts import (
     vision_tower_config,
 )
 
+if TYPE_CHECKING:
+    from transformers import Blip2Config, Blip2Processor, PreTrainedTokenizerBase
 
-def make_blip2_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
+
+def make_blip2_processor(
+    cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
+) -> Blip2Processor:
     """A Blip2Processor with a BlipImageProcessor sized to cfg.image_size."""
     from transformers import Blip2Processor
 
@@ -31,7 +36,7 @@ def make_blip2_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     )
 
 
-def tiny_blip2_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
+def tiny_blip2_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Blip2Config:
     """Blip2Config from vision, Q-Former and T5 configs sized by `cfg`."""
     from transformers import Blip2Config, Blip2QFormerConfig, Blip2VisionConfig, T5Config
 

@@ -6,7 +6,7 @@ from a pretrained one (`model.tiny.vision_init`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
@@ -18,8 +18,16 @@ from generalist.model.tiny_parts import (
     vision_tower_config,
 )
 
+if TYPE_CHECKING:
+    from transformers import (
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerBase,
+    )
 
-def make_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
+
+def make_processor(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlavaProcessor:
     """A LlavaProcessor: CLIPImageProcessor resized to image_size, one CLS token dropped."""
     from transformers import LlavaProcessor
 
@@ -33,7 +41,7 @@ def make_processor(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     )
 
 
-def tiny_llava_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
+def tiny_llava_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlavaConfig:
     """LlavaConfig from a CLIPVisionConfig and a LlamaConfig sized by `cfg`."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
@@ -62,7 +70,7 @@ def tiny_llava_config(cfg: TinyModelConfig, tokenizer: Any) -> Any:
     return set_special_token_ids(config, tokenizer, "pad", "eos", "bos")
 
 
-def load_vision_init(model: Any, cfg: TinyModelConfig) -> None:
+def load_vision_init(model: LlavaForConditionalGeneration, cfg: TinyModelConfig) -> None:
     """Start a tiny LLaVA's vision tower from a CLIPVisionModel saved at cfg.vision_init (e.g. by
     `generalist pretrain-vision`); ConfigError naming the key when it is missing or mis-sized."""
     from transformers import CLIPVisionModel

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from generalist.catalog.task import IMAGE_TOKEN
 from generalist.errors import ConfigError
 from generalist.model.config import TinyModelConfig
+
+if TYPE_CHECKING:
+    from transformers import (
+        BaseImageProcessor,
+        PretrainedConfig,
+        PreTrainedTokenizerBase,
+        PreTrainedTokenizerFast,
+    )
+
+C = TypeVar("C", bound="PretrainedConfig")
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, IMAGE_TOKEN]
@@ -38,7 +48,7 @@ def _corpus(cfg: TinyModelConfig, texts: Iterable[str] | None) -> Iterator[str]:
 
 def train_tokenizer(
     cfg: TinyModelConfig, texts: Iterable[str] | None, image_token_attr: bool = True
-) -> Any:
+) -> PreTrainedTokenizerFast:
     """Train a word-level or BPE tokenizer; returns a PreTrainedTokenizerFast (adds <s> first).
 
     Word-level lower-cases and splits punctuation, so answers are single tokens (tiny models
@@ -85,7 +95,7 @@ def train_tokenizer(
     )
 
 
-def image_processor_class(name: str) -> Any:
+def image_processor_class(name: str) -> type[BaseImageProcessor]:
     """transformers' PIL-backend image processor `<name>Pil`, or `<name>` on older releases.
 
     The PIL backend because torchvision is not a dependency.
@@ -100,7 +110,7 @@ def intermediate_size(cfg: TinyModelConfig) -> int:
     return cfg.intermediate_size or 4 * cfg.hidden_size
 
 
-def vision_tower_config(config_class: Any, cfg: TinyModelConfig) -> Any:
+def vision_tower_config(config_class: type[C], cfg: TinyModelConfig) -> C:
     """A ViT config (CLIPVisionConfig, Blip2VisionConfig) sized by `cfg`."""
     return config_class(
         hidden_size=cfg.hidden_size,
@@ -112,7 +122,7 @@ def vision_tower_config(config_class: Any, cfg: TinyModelConfig) -> Any:
     )
 
 
-def set_special_token_ids(config: Any, tokenizer: Any, *names: str) -> Any:
+def set_special_token_ids(config: C, tokenizer: PreTrainedTokenizerBase, *names: str) -> C:
     """Copy `<name>_token_id` (pad, eos, ...) from the tokenizer onto a config; returns it.
 
     So a plain `generate()` on an exported model needs no arguments.
@@ -122,7 +132,7 @@ def set_special_token_ids(config: Any, tokenizer: Any, *names: str) -> Any:
     return config
 
 
-def make_image_processor(cfg: TinyModelConfig) -> Any:
+def make_image_processor(cfg: TinyModelConfig) -> BaseImageProcessor:
     """A CLIPImageProcessor that resizes and crops to cfg.image_size (CLIP's mean and std)."""
     size = cfg.image_size
     return image_processor_class("CLIPImageProcessor")(

@@ -16,9 +16,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from generalist.model.qwen2_vl_processor import processor_class
+from generalist.model.qwen2_vl_processor import checkpoint_file, find_chat_template, processor_class
+from generalist.model.torchvision_guard import torchvision_usable
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 VIDEO_HOLDING = {"SmolVLMProcessor", "LlavaOnevisionProcessor"}
 NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwargs"}
@@ -26,43 +30,25 @@ NOT_SETTINGS = {"self", "image_processor", "tokenizer", "video_processor", "kwar
 
 def needs_videoless(src: str | os.PathLike[str]) -> bool:
     """True when `src` holds SmolVLM's or LLaVA-OneVision's processor and torchvision is out."""
-    from transformers.utils import is_torchvision_available
-
-    return processor_class(src) in VIDEO_HOLDING and not is_torchvision_available()
-
-
-def _file(src: str | os.PathLike[str], name: str) -> Path | None:
-    """A file of a local checkpoint dir, or of a hub id where transformers caches it."""
-    from transformers.utils import cached_file
-
-    if Path(src).is_dir():
-        path = Path(src) / name
-        return path if path.is_file() else None
-    try:
-        found = cached_file(str(src), name, _raise_exceptions_for_missing_entries=False)
-    except (OSError, ValueError):
-        return None
-    return Path(found) if found else None
+    return processor_class(src) in VIDEO_HOLDING and not torchvision_usable()
 
 
 def _settings(src: str | os.PathLike[str], cls: type) -> dict[str, Any]:
     """processor_config.json's settings that the class takes (its __init__ parameters), and
-    the chat template (in that file, or chat_template.jinja / .json beside it)."""
+    the chat template (wherever the directory holds it: find_chat_template)."""
     import inspect
 
-    path = _file(src, "processor_config.json")
+    path = checkpoint_file(src, "processor_config.json")
     data = json.loads(path.read_text()) if path else {}
     takes = set(inspect.signature(cls.__init__).parameters) - NOT_SETTINGS
     out = {k: v for k, v in data.items() if k in takes}
-    jinja, as_json = _file(src, "chat_template.jinja"), _file(src, "chat_template.json")
-    if jinja:
-        out["chat_template"] = jinja.read_text()
-    elif as_json:
-        out["chat_template"] = json.loads(as_json.read_text()).get("chat_template")
+    template = find_chat_template(src)
+    if template:
+        out["chat_template"] = template
     return out
 
 
-def _no_num2words(*args: Any, **kwargs: Any) -> str:
+def _no_num2words(*args: object, **kwargs: object) -> str:
     raise ImportError("SmolVLM video prompts need `num2words` (pip install num2words)")
 
 
@@ -77,12 +63,14 @@ def videoless_class(name: str) -> type:
         if not processing_smolvlm.num2words:
             processing_smolvlm.num2words = _no_num2words
 
-    def check(self: Any, argument_name: str, argument: Any) -> Any:
+    def check(self: ProcessorMixin, argument_name: str, argument: object) -> object:
         if argument is None and argument_name == "video_processor":
             return None
         return base.check_argument_for_proper_class(self, argument_name, argument)
 
-    def save_pretrained(self: Any, save_directory: Any, **kwargs: Any) -> None:
+    def save_pretrained(
+        self: ProcessorMixin, save_directory: str | os.PathLike[str], **kwargs: object
+    ) -> None:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(out)
@@ -95,7 +83,12 @@ def videoless_class(name: str) -> type:
     attrs = {"check_argument_for_proper_class": check, "save_pretrained": save_pretrained}
     if name == "SmolVLMProcessor":  # its apply_chat_template reads video_processor.num_frames
 
-        def apply_chat_template(self: Any, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        def apply_chat_template(
+            self: ProcessorMixin,
+            conversation: list[dict[str, object]],
+            *args: object,
+            **kwargs: object,
+        ) -> object:  # ProcessorMixin's own: a string, token ids or a BatchFeature
             """ProcessorMixin's (images and text); SmolVLM's own only adds video defaults."""
             from transformers.processing_utils import ProcessorMixin
 
@@ -105,13 +98,13 @@ def videoless_class(name: str) -> type:
     return type(name, (base,), {**attrs, "__module__": __name__})
 
 
-def _own_settings(processor: Any) -> dict[str, Any]:
+def _own_settings(processor: ProcessorMixin) -> dict[str, Any]:
     keys = ("image_seq_len", "num_image_tokens", "vision_feature_select_strategy")
     keys += ("vision_aspect_ratio",)
     return {k: getattr(processor, k) for k in keys if getattr(processor, k, None) is not None}
 
 
-def load_videoless(src: str | os.PathLike[str]) -> Any:
+def load_videoless(src: str | os.PathLike[str]) -> ProcessorMixin:
     """The processor at `src` (see the module docstring)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from generalist.catalog.records import BadRecord, Dataset, Record
 from generalist.errors import DataError
 
 
-def json_type(value: Any) -> str:
+def json_type(value: object) -> str:
     """The JSON type name of a field value, for the manifest's field schema."""
     if value is None:
         return "null"

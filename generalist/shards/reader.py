@@ -11,7 +11,7 @@ import itertools
 import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
@@ -81,7 +81,7 @@ def decode_checked(
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads calls
 
 
-def _load_json(text: str) -> Any:
+def _load_json(text: str) -> object:
     """json.loads without its Python wrapper (a third of a sample's decoding time); anything
     unusual (whitespace around, bad JSON) goes through json.loads, for its checks and message."""
     try:

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ def _write_split(
     job: _SplitJob,
     records: Iterator[Record | BadRecord],
     pool: ThreadPoolExecutor,
-    encode: Any,
+    encode: Callable[[Record, list[bytes]], dict[str, bytes]],
     skip_bad: bool,
     limit: int | None,
     bar: tqdm,

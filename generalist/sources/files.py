@@ -56,7 +56,7 @@ def read_csv(path: Path, required: Iterable[str], dataset: str) -> list[dict[str
     return frame.to_dict("records")
 
 
-def missing_keys(row: Any, required: Iterable[str]) -> list[str]:
+def missing_keys(row: object, required: Iterable[str]) -> list[str]:
     """The `required` keys a JSON row lacks (all of them when the row is not an object)."""
     return [k for k in required if not isinstance(row, dict) or k not in row]
 
@@ -75,7 +75,8 @@ def csv_row(path: Path, index: int) -> str:
     return f"{path} line {index + 2}"
 
 
-def read_json(path: Path, dataset: str) -> Any:
+# -> Any: any JSON document; each caller checks the shape it needs
+def read_json(path: Path, dataset: str) -> Any:  # noqa: ANN401
     """A whole JSON file; DataError naming the file when it does not parse."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -43,7 +43,7 @@ def read_record(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_record(run_dir: Path, run_id: str | None, **values: Any) -> None:
+def write_record(run_dir: Path, run_id: str | None, **values: object) -> None:
     """Merge `values` into the record of MLflow run `run_id` (a new run_id: a new record)."""
     saved = read_record(run_dir)
     if run_id is not None and saved.get("run_id") != run_id:

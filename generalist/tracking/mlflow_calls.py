@@ -11,9 +11,12 @@ import os
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 MAX_KEY = 250  # MLflow's key length limit (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
 MAX_VALUE = 6000  # MLflow's param value limit (MAX_PARAM_VAL_LENGTH)
@@ -66,7 +69,7 @@ def server_answers(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The id of experiment `name`, created (artifacts beside a sqlite file) when missing."""
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -91,7 +94,7 @@ def table_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
 
 
 def log_metrics(
-    client: Any, run_id: str, values: Mapping[str, float | None], stamp: int, step: int
+    client: MlflowClient, run_id: str, values: Mapping[str, float | None], stamp: int, step: int
 ) -> None:
     """One step's metrics (None values left out) in batches of METRICS_PER_BATCH."""
     from mlflow.entities import Metric
@@ -101,7 +104,7 @@ def log_metrics(
         client.log_batch(run_id, metrics=chunk)
 
 
-def send(client: Any, run_id: str, kind: str, payload: Any) -> None:
+def send(client: MlflowClient, run_id: str, kind: str, payload: object) -> None:
     """One queued call of kind params, tags, artifact, table or end (see Tracker)."""
     from mlflow.entities import Param, RunTag
 
@@ -129,7 +132,7 @@ def send(client: Any, run_id: str, kind: str, payload: Any) -> None:
 
 
 def open_run(
-    client: Any,
+    client: MlflowClient,
     run_dir: Path,
     tracking_uri: str,
     experiment: str,
@@ -149,7 +152,7 @@ def open_run(
     return str(run_id)
 
 
-def _reopen(client: Any, run_id: str) -> bool:
+def _reopen(client: MlflowClient, run_id: str) -> bool:
     """Mark a run of a previous process RUNNING again; False when it no longer exists."""
     from mlflow.exceptions import MlflowException
 

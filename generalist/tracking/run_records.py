@@ -40,7 +40,7 @@ def merge_params(run_dir: Path, flat: Mapping[str, str]) -> None:
     atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
 
 
-def merge_identity(run_dir: Path, tags: Mapping[str, str], **identity: Any) -> None:
+def merge_identity(run_dir: Path, tags: Mapping[str, str], **identity: object) -> None:
     """Who the run is, in <run_dir>/run.json (tracking URI, experiment, name, tags), for
     `generalist sync` to create it as it was meant; tags merge over calls (later ones win)."""
     path = run_dir / "run.json"

@@ -38,7 +38,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.tracking.delivery import read_record, unheld, write_record
 from generalist.tracking.mlflow_calls import (
@@ -60,6 +60,9 @@ from generalist.tracking.run_records import (
     merge_params,
     write_table,
 )
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class Tracker:
@@ -89,7 +92,7 @@ class Tracker:
         if kind is not None:
             self._tags[KIND_TAG] = check_kind(kind)
         self._queue: list[tuple[str, Any]] = []
-        self._client: Any = None
+        self._client: MlflowClient | None = None
         self._down_since: float | None = None
         self._warned = False
         if not enabled:
@@ -242,7 +245,7 @@ class Tracker:
             self._tags,
         )
 
-    def _send(self, kind: str, payload: Any) -> None:
+    def _send(self, kind: str, payload: object) -> None:
         if kind == "metrics":
             values, step, stamp, line = payload
             if line >= self.sent_lines():  # else an earlier Tracker's backlog already held it
@@ -264,7 +267,7 @@ class Tracker:
         saved = self._sent()
         return int(saved.get("lines", 0)) if saved.get("run_id") == self.run_id else 0
 
-    def _set_sent(self, **values: Any) -> None:
+    def _set_sent(self, **values: object) -> None:
         write_record(self.run_dir, self.run_id, **values)
 
     def _send_backlog(self, upto: int) -> None:

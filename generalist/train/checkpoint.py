@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from generalist.model.model_dir import save_model_dir
 from generalist.train.checkpoint_layout import latest_checkpoint, prune, step_dir
 from generalist.train.rng_state import rng_state
 
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
 ENGINE_TAG = "engine"
 
 
@@ -51,7 +54,7 @@ class CheckpointError(GeneralistError):
     """A checkpoint that cannot be written (disk full) or must not be loaded (unsafe pickle)."""
 
 
-def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+def gathered_state_dict(engine: DeepSpeedEngine) -> dict[str, torch.Tensor] | None:
     """The full model state dict on rank 0 under ZeRO-3 (collective: call on every rank);
     None where parameters are not partitioned (the model's own state dict is complete)."""
     if engine.zero_optimization_partition_weights():
@@ -62,7 +65,7 @@ def gathered_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
 def save_checkpoint(
     root: Path,
     step: int,
-    engine: Any,
+    engine: DeepSpeedEngine,
     bundle: ModelBundle,
     position: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -125,14 +128,32 @@ def _disk_full_keeps_latest(root: Path, final: Path, tmp: Path) -> Iterator[None
         ) from None
 
 
-def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    path: Path, engine: DeepSpeedEngine
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Restore the engine from checkpoint `path` (every rank). Returns (step, data position,
     RNG state); the caller applies the RNG state (set_rng_state) just before training."""
     meta = json.loads((path / "trainer.json").read_text())
-    if meta["world_size"] != dist.world_size():
+    saved_world = int(meta["world_size"])
+    # ZeRO-3 partitions the weights themselves by rank: DeepSpeed reloads them only at the
+    # saved world size (ZeRO-1/2 keep whole weights and merge their fp32 partitions)
+    if saved_world != dist.world_size() and engine.zero_optimization_partition_weights():
         raise ConfigError(
-            f"checkpoint {path} was written by {meta['world_size']} ranks, this run has "
-            f"{dist.world_size()}; resume with the same number of ranks or set resume=none"
+            f"checkpoint {path} was written by {saved_world} ranks under ZeRO-3, this run "
+            f"has {dist.world_size()}; resume ZeRO-3 with {saved_world} ranks (or convert "
+            f"with DeepSpeed's ds_to_universal), or set resume=none"
+        )
+    # ZeRO-1/2 optimizer moments are partitioned by rank, and DeepSpeed refuses to re-split
+    # them for another world size: the weights (fp32 partitions merged and re-split), the lr
+    # schedule and the data position carry over, the moments restart
+    moments = saved_world == dist.world_size() or not engine.zero_optimization()
+    if saved_world != dist.world_size() and dist.is_main():
+        restart = "" if moments else "; the ZeRO optimizer's moments restart"
+        print(
+            f"generalist train: resuming {path} at world size {dist.world_size()} (saved by "
+            f"{saved_world} ranks): weights, lr schedule and the data stream's global sequence "
+            f"continue{restart}",
+            flush=True,
         )
     # DeepSpeed's own loader unpickles with weights_only=False: a crafted file could run code.
     engine.checkpoint_engine.load = weights_only_load
@@ -140,18 +161,21 @@ def load_checkpoint(path: Path, engine: Any) -> tuple[int, dict[str, Any], dict[
         str(path),
         tag=ENGINE_TAG,
         load_module_strict=False,  # frozen weights are not in it; build_model recreates them
-        load_optimizer_states=True,
+        load_optimizer_states=moments,
         load_lr_scheduler_states=True,
     )
     if loaded is None:
         raise ConfigError(f"checkpoint {path}: DeepSpeed could not load {path / ENGINE_TAG}")
-    rank = dist.rank()
+    # the data position is the same on every rank; a rank the saved run did not have takes
+    # rank 0's files (its RNG state too: dropout masks then differ from any earlier run's)
+    rank = dist.rank() if dist.rank() < saved_world else 0
     position = json.loads((path / "data" / f"rank-{rank}.json").read_text())
     rng = weights_only_load(path / "rng" / f"rank-{rank}.pt")
     return int(meta["step"]), position, rng
 
 
-def weights_only_load(path: str | Path, map_location: Any = None) -> Any:
+# -> Any: torch.load's result is whatever was saved (a state dict, RNG states, DeepSpeed's own)
+def weights_only_load(path: str | Path, map_location: str | torch.device | None = None) -> Any:  # noqa: ANN401
     """torch.load(weights_only=True), allowing only the plain DeepSpeed classes its optimizer
     state holds; anything else (a pickled callable, an arbitrary object) is a CheckpointError."""
     from deepspeed.runtime.fp16.loss_scaler import LossScaler

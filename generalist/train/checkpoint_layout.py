@@ -70,13 +70,14 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 
 
 # Config keys a resumed run must share with the checkpoint (others, e.g. steps, may change).
-RESUME_KEYS = ("model", "lora", "mixture", "tasks", "seed", "batch.micro_batch_size",
-               "batch.group_by_length", "num_workers")  # fmt: skip
+# (micro_batch_size and num_workers may change: the stream resumes at another world size or
+# batch, generalist.mixing.progress.)
+RESUME_KEYS = ("model", "lora", "mixture", "tasks", "seed", "batch.group_by_length")
 # how the same weights are computed, not what they are: free to change on resume
 RESUME_FREE = ("model.gradient_checkpointing", "model.attn_implementation", "model.liger_kernel")
 
 
-def _difference(old: Any, new: Any, key: str) -> tuple[str, Any, Any] | None:
+def _difference(old: object, new: object, key: str) -> tuple[str, object, object] | None:
     """The first (dotted key, old, new) where two JSON values differ, descending into dicts."""
     if key in RESUME_FREE:
         return None

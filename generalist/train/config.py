@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from generalist.catalog.registry import close_matches
 from generalist.config_base import StrictConfig, submodel
@@ -42,7 +42,7 @@ class OptimConfig(StrictConfig):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
-# generalist.train.normalization says what each means; global_tokens is exact over the global batch
+# generalist.train.step says what each means; global_tokens is exact over the global batch
 LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
 
 
@@ -58,6 +58,27 @@ class BatchConfig(StrictConfig):
     loss_normalization: LossNormalization = Field(
         "global_tokens", description="token mean over the global batch, per_example or micro_batch"
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="tokens per micro-batch: padded positions (micro_batch_size a cap), or a "
+        "packed row's length with packing",
+    )
+    packing: bool = Field(
+        False, description="several examples per row of max_tokens, attention kept per example"
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> BatchConfig:
+        # docs/packing.md: packing vs token budgets
+        if self.packing and self.max_tokens is None:
+            raise ValueError("batch.packing needs batch.max_tokens (the packed row's length)")
+        if self.max_tokens is not None and self.max_tokens < self.max_length:
+            raise ValueError(
+                f"batch.max_tokens {self.max_tokens} is below batch.max_length "
+                f"{self.max_length}: a longest example would not fit; raise batch.max_tokens"
+            )
+        return self
 
 
 class CheckpointConfig(StrictConfig):
@@ -165,7 +186,7 @@ class TrainConfig(StrictConfig):
         return None if value is None or value.lower() in ("none", "null", "") else value
 
 
-def parse_yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str) -> object:
     """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
     it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
     try:
@@ -203,7 +224,7 @@ def check_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = ""
             check_keys(value, sub, prefix=f"{dotted}.")
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: object) -> None:
     """data['a']['b'] = value for key 'a.b', creating dicts on the way."""
     *parents, last = key.split(".")
     node = data
@@ -225,6 +246,10 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=1e-3)")
         pairs.append((key, parse_yaml(text, f"override {item!r}") if text else ""))
     return pairs
+
+
+# Keys of tasks declared in YAML (generalist/tasks/declared.py reads them from the file itself).
+OWN_KEYS = {"own_tasks", "own_mixture"}
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -249,6 +274,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
             raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
         data = loaded or {}
         anchor_paths(data, path.parent)  # relative paths in the file: from the file's folder
+        if OWN_KEYS & set(data):  # tasks declared in the run config: it imports itself for them
+            data = {k: v for k, v in data.items() if k not in OWN_KEYS}
+            data["imports"] = [*data.get("imports", []), str(path.resolve())]
     for key, value in parse_overrides(overrides):
         set_dotted(data, key, value)
     check_keys(data, TrainConfig)

@@ -17,7 +17,6 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -30,14 +29,14 @@ BEGIN = "<!-- config-keys: python -m generalist.train.config_docs --write README
 END = "<!-- config-keys: end -->"
 
 
-def _models(annotation: Any) -> type[BaseModel] | None:
+def _models(annotation: object) -> type[BaseModel] | None:
     for candidate in (annotation, *typing.get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
 
 
-def type_name(annotation: Any) -> str:
+def type_name(annotation: object) -> str:
     """A short readable name: `int`, `str | null`, `cosine \\| linear`, `list[str]`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:

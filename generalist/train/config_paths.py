@@ -44,7 +44,7 @@ KIND_NOTES: dict[str, str] = {
 
 def _is_path(kind: str, value: str, base: Path) -> bool:
     if kind == "module":  # the rule of generalist.catalog.loading.import_user_module
-        return value.endswith(".py") or "/" in value
+        return value.endswith((".py", ".yaml", ".yml")) or "/" in value
     if kind == "checkpoint":
         return value.lower() not in ("auto", "none", "null", "")
     if kind == "model_source":
@@ -65,7 +65,7 @@ def anchor_paths(data: MutableMapping[str, Any], base: Path) -> None:
     onto `base`, the file's folder. Values of the wrong type are left for validation."""
     for dotted, kind in PATH_KEYS.items():
         *parents, last = dotted.split(".")
-        node: Any = data
+        node: object = data
         for part in parents:
             node = node.get(part) if isinstance(node, MutableMapping) else None
         if not isinstance(node, MutableMapping) or last not in node:

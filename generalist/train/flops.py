@@ -32,9 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 # Dense (not the 2:4 sparse) bf16 tensor-core peaks, FLOP/s, from the vendors' datasheets.
 PEAK_BF16_DENSE = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
@@ -118,7 +121,7 @@ def _matmul_weight(module: torch.nn.Module) -> torch.Tensor | None:
     return None
 
 
-def _attention(config: Any) -> tuple[int, int]:
+def _attention(config: PretrainedConfig | None) -> tuple[int, int]:
     """(layers, heads x head_dim) of a transformers config (text or vision)."""
     if config is None:
         return 0, 0
@@ -174,7 +177,7 @@ def _numel(weight: torch.Tensor) -> int:
 
 
 def batch_work(
-    config: Any, batch: Mapping[str, Any], image_token_id: int | None
+    config: PretrainedConfig, batch: Mapping[str, Any], image_token_id: int | None
 ) -> dict[str, PartTokens]:
     """Per part, the PartTokens of one micro-batch (see the module docstring for the counts)."""
     mask = batch["attention_mask"]
@@ -190,7 +193,7 @@ def batch_work(
     return work
 
 
-def vision_positions(config: Any, batch: Mapping[str, Any]) -> tuple[list[int], int]:
+def vision_positions(config: PretrainedConfig, batch: Mapping[str, Any]) -> tuple[list[int], int]:
     """(positions of each image the vision tower runs, CLS positions per image among them)."""
     if batch.get("image_grid_thw") is not None:  # Qwen2-VL: t x h x w patches per image
         return [int(t * h * w) for t, h, w in batch["image_grid_thw"].tolist()], 0

@@ -1,7 +1,7 @@
 """The training run: setup functions (generalist.train.setup), then one loop.
 
 The loop: the step's micro-batches from the mixture stream (all of its accumulation window, so
-the loss is normalised over the global batch: generalist.train.normalization), engine forward,
+the loss is normalised over the global batch: generalist.train.step), engine forward,
 backward, step; per-task loss from the per-example loss; a progress bar and logging on rank 0
 (metrics.jsonl always, MLflow unless logging.mlflow is false); periodic evaluation; checkpoints
 (generalist.train.checkpoint) every `checkpoint.every` steps and at the end. Config errors stop
@@ -20,12 +20,11 @@ from generalist.catalog.mixture import Mixture
 from generalist.train.checkpoint import load_checkpoint, save_checkpoint
 from generalist.train.checkpoint_layout import check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
-from generalist.train.data_metrics import data_metrics
 from generalist.train.periodic_eval import periodic_evaluation
 from generalist.train.resume import accept_changes, open_run_log
 from generalist.train.rng_state import set_rng_state
 from generalist.train.setup import setup_backends, setup_data, setup_engine, setup_model
-from generalist.train.step import LossMeter, train_window
+from generalist.train.step import LossMeter, data_metrics, train_window
 from generalist.verbosity import quiet_libraries
 
 
@@ -65,7 +64,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
         # loss; the data position saved is the window's last (all of it is used this step)
         window = [next(batches) for _ in range(cfg.batch.grad_accum)]
         train_window(engine, window, cfg.batch.loss_normalization, device, precision, meter)
-        position = window[-1][0]
+        position = window[-1].position
         step += 1
         bar.update(1)
         if step % cfg.logging.every == 0 or step == cfg.steps:

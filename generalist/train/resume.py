@@ -21,13 +21,16 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.tracking.delivery import SET_ASIDE, move_previous, rewind
 from generalist.tracking.mlflow_calls import flatten_params
 from generalist.tracking.tracker import Tracker
 from generalist.train.checkpoint_layout import RESUME_KEYS, check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
 
 
 def checkpoint_step(ckpt: Path) -> int:
@@ -83,7 +86,9 @@ def change_notice(ckpt: Path, step: int, changes: list[tuple[str, Any, Any]]) ->
     )
 
 
-def apply_optim_changes(engine: Any, cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
+def apply_optim_changes(
+    engine: DeepSpeedEngine, cfg: TrainConfig, saved: Mapping[str, Any]
+) -> None:
     """Put this config's lr, betas and weight decay into the restored optimizer and scheduler,
     and the lr of the new schedule at the restored step (saved: the checkpoint's `optim`)."""
     scheduler = engine.lr_scheduler
@@ -112,7 +117,9 @@ SCHEDULE_KEYS = ("optim.lr", "optim.warmup_steps", "optim.decay", "optim.betas",
                  "optim.weight_decay", "steps")  # fmt: skip
 
 
-def accept_changes(cfg: TrainConfig, ckpt: Path, step: int, engine: Any, main: bool) -> None:
+def accept_changes(
+    cfg: TrainConfig, ckpt: Path, step: int, engine: DeepSpeedEngine, main: bool
+) -> None:
     """After load_checkpoint: say what changed since `ckpt` (on the main rank) and make the
     optimizer and schedule keys hold (every rank)."""
     changes = config_changes(ckpt, cfg.model_dump(mode="json"))

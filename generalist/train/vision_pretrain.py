@@ -24,7 +24,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generalist.atomic import atomic_dir
 from generalist.errors import ConfigError, DataError
@@ -32,12 +32,20 @@ from generalist.model.config import TinyModelConfig
 from generalist.model.tiny_parts import make_image_processor, vision_tower_config
 from generalist.shards.manifest import read_records, split_shards
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import BaseImageProcessor, CLIPVisionModel
+
 RESULT_FILE = "pretrain.json"
 
 
 def load_labelled_images(
-    shards: Path, dataset: str, split: str, fields: Sequence[str], image_processor: Any
-) -> tuple[Any, dict[str, list[str]]]:
+    shards: Path,
+    dataset: str,
+    split: str,
+    fields: Sequence[str],
+    image_processor: BaseImageProcessor,
+) -> tuple[torch.Tensor, dict[str, list[str]]]:
     """(pixel_values, {field: label per image}) of a sharded dataset's split.
 
     Raises DataError naming the record and field when a record lacks a field.
@@ -151,12 +159,17 @@ def _label_ids(labels: dict[str, list[str]], classes: dict[str, list[str]]) -> d
     }
 
 
-def _pooled(tower: Any, pixels: Any) -> Any:
+def _pooled(tower: CLIPVisionModel, pixels: torch.Tensor) -> torch.Tensor:
     """Mean of the last layer's patch features (the CLS token dropped, as LLaVA does)."""
     return tower(pixel_values=pixels).last_hidden_state[:, 1:].mean(dim=1)
 
 
-def _accuracy(tower: Any, heads: Any, pixels: Any, targets: dict[str, Any]) -> dict[str, float]:
+def _accuracy(
+    tower: CLIPVisionModel,
+    heads: torch.nn.ModuleDict,
+    pixels: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+) -> dict[str, float]:
     import torch
 
     with torch.no_grad():
@@ -167,7 +180,12 @@ def _accuracy(tower: Any, heads: Any, pixels: Any, targets: dict[str, Any]) -> d
         }
 
 
-def _save(tower: Any, image_processor: Any, result: dict[str, Any], out_dir: Path) -> None:
+def _save(
+    tower: CLIPVisionModel,
+    image_processor: BaseImageProcessor,
+    result: dict[str, Any],
+    out_dir: Path,
+) -> None:
     """A killed run never leaves a half-written tower (generalist.atomic)."""
     with atomic_dir(out_dir) as tmp:
         tower.save_pretrained(tmp)

@@ -96,30 +96,32 @@ def shard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def first_epoch_ids(shard_root: Path):
-    """first_epoch_ids(mixture, batch_size, n_batches) -> (ids, layouts): what 2 ranks x 2
-    DataLoader workers read of the mixture's first task in the first epoch of each slot, and
-    each rank's share layout. Workers alternate batches, so batch n came from worker n % 2."""
+def global_batches(shard_root: Path):
+    """global_batches(mixture, world, batch_size, workers, n, state=None, **build_kwargs) ->
+    the first `n` global batches (ids of ranks 0..world-1's batches, concatenated), every rank
+    built and run through its dataloader; `state`: loaded (with `reshard`) before iterating."""
     import itertools
 
     from generalist.mixing.stream import build_stream
 
-    def collect(mixture, batch_size: int, n_batches: int) -> tuple[list[str], list]:
-        ids: list[str] = []
-        layouts = []
-        for rank in range(2):
+    def collect(mixture, world: int, batch_size: int, workers: int, n: int, state=None, **kw):
+        reshard = kw.pop("reshard", False)
+        per_rank = []
+        for rank in range(world):
             stream = build_stream(
-                mixture, shard_root, rank=rank, world_size=2, batch_size=batch_size, num_workers=2
+                mixture,
+                shard_root,
+                rank=rank,
+                world_size=world,
+                batch_size=batch_size,
+                num_workers=workers,
+                **kw,
             )
-            layout = stream.plans[0].layout
-            layouts.append(layout)
-            lengths = [layout.epoch_length(0, rank * 2 + w) for w in range(2)]
-            per_worker: dict[int, list[str]] = {0: [], 1: []}
-            batches = itertools.islice(iter(stream.dataloader()), n_batches)
-            for n, batch in enumerate(batches):
-                per_worker[n % 2] += [e.id for e in batch]
-            ids += per_worker[0][: lengths[0]] + per_worker[1][: lengths[1]]
-        return ids, layouts
+            loader = stream.dataloader()
+            if state is not None:
+                loader.load_state_dict(state, reshard=reshard)
+            per_rank.append([[e.id for e in b] for b in itertools.islice(iter(loader), n)])
+        return [list(itertools.chain(*(per_rank[r][g] for r in range(world)))) for g in range(n)]
 
     return collect
 

@@ -44,9 +44,13 @@ def test_two_workers_exact_resume_and_counts(shard_root: Path, schedule: str) ->
     assert batches(loader, 27) == full[13:]
 
 
-def test_workers_read_disjoint_shares(shard_root: Path, first_epoch_ids) -> None:
-    """One task, 2 ranks x 2 workers: the first epoch of every slot is the split, once."""
-    ids, _ = first_epoch_ids(mixture_from_rates("one", {"st_task_many": 1.0}), 5, 60)
+def test_ranks_and_workers_read_the_split_once(shard_root: Path, global_batches) -> None:
+    """One task, 2 ranks x 2 workers, global batch 10: 20 global batches are the split, once."""
+    ids = list(
+        itertools.chain.from_iterable(
+            global_batches(mixture_from_rates("one", {"st_task_many": 1.0}), 2, 5, 2, 20)
+        )
+    )
     assert sorted(ids) == sorted(r.id for r in read_records(shard_root, "st_many", "train"))
 
 
@@ -58,16 +62,18 @@ def test_worker_count_must_match_the_build(shard_root: Path) -> None:
         stream.dataloader(persistent_workers=True)
 
 
-def test_reshard_from_zero_to_two_workers(shard_root: Path) -> None:
-    """Changing the worker count restarts every task at its next epoch, then stays exact."""
+def test_resume_from_zero_to_two_workers_continues_the_same_sequence(shard_root: Path) -> None:
+    """Workers only decide who builds a batch: a state saved without workers resumes with two
+    exactly, no reshard needed, and says so in one line."""
+    single = build_stream(MIX, shard_root, seed=11, batch_size=4)
+    full = [e.id for e in itertools.islice(iter(single), 72)]
     single = build_stream(MIX, shard_root, seed=11, batch_size=4)
     list(itertools.islice(iter(single), 40))
-    state = single.state_dict()
-    with pytest.raises(ConfigError, match="num_workers: saved 0, now 2"):
-        make(root=shard_root).load_state_dict(state)
-    first = make(root=shard_root).dataloader()
-    first.load_state_dict(state, reshard=True)
-    second = make(root=shard_root).dataloader()
-    second.load_state_dict(state, reshard=True)
-    assert batches(first, 8) == batches(second, 8)
-    assert sum(first.stream.counts().values()) == 40 + 8 * 4
+    state = json.loads(json.dumps(single.state_dict()))
+    two = make(root=shard_root)
+    two.load_state_dict(state)
+    assert two.last_resume == (
+        "stream resumed with num_workers 0 -> 2: continues with the same global sequence"
+    )
+    assert list(itertools.chain.from_iterable(batches(two.dataloader(), 8))) == full[40:]
+    assert sum(two.counts().values()) == 40 + 8 * 4

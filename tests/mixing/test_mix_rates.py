@@ -16,7 +16,7 @@ from generalist.catalog.mixture import (
     mixture_from_rates,
 )
 from generalist.errors import ConfigError, GeneralistError
-from generalist.mixing.schedule import Schedule, window_batches
+from generalist.mixing.schedule import Schedule, make_schedule, window_batches
 
 
 def bound(p: float, n: int) -> float:
@@ -92,7 +92,7 @@ def test_extreme_rates_are_realized_within_bound() -> None:
     """Med-PaLM M's 0.15 (VQA-RAD) vs 59.90 (MIMIC-CXR report), all 12 tasks, no minimum."""
     mix = Mixture("mmb", MULTIMEDBENCH_RATES)
     target = mix.rates()
-    schedule = Schedule(list(target), target, seed=3, global_batch=64, min_per_batch=0)
+    schedule = make_schedule("iid", list(target), target, 3, 64, 0)
     n = 3000 * 64
     got = realized(schedule, 3000)
     for task, p in target.items():
@@ -102,16 +102,16 @@ def test_extreme_rates_are_realized_within_bound() -> None:
 
 def test_schedule_is_a_pure_function_of_seed_and_position() -> None:
     rates = {"a": 0.5, "b": 0.3, "c": 0.2}
-    one = Schedule(list(rates), rates, seed=1, global_batch=8, min_per_batch=1)
-    two = Schedule(list(rates), rates, seed=1, global_batch=8, min_per_batch=1)
+    one = make_schedule("iid", list(rates), rates, 1, 8, 1)
+    two = make_schedule("iid", list(rates), rates, 1, 8, 1)
     assert [one.batch(g) for g in (5, 0, 99)] == [two.batch(g) for g in (5, 0, 99)]
-    other = Schedule(list(rates), rates, seed=2, global_batch=8, min_per_batch=1)
+    other = make_schedule("iid", list(rates), rates, 2, 8, 1)
     assert [one.batch(g) for g in range(10)] != [other.batch(g) for g in range(10)]
 
 
 def test_min_per_batch_holds_in_every_global_batch() -> None:
     target = Mixture("mmb", MULTIMEDBENCH_RATES).rates()
-    schedule = Schedule(list(target), target, seed=0, global_batch=16, min_per_batch=1)
+    schedule = make_schedule("iid", list(target), target, 0, 16, 1)
     assert schedule.window_batches == 1
     for g in range(500):
         assert set(schedule.batch(g)) == set(range(12)), g
@@ -125,7 +125,7 @@ def test_batch_smaller_than_task_count_round_robins_over_consecutive_batches() -
     """12 tasks, global batch 8 (batch 4 x 2 ranks): every 2 consecutive batches hold all 12."""
     target = Mixture("mmb", MULTIMEDBENCH_RATES).rates()
     assert window_batches(1, 12, 8) == 2
-    schedule = Schedule(list(target), target, seed=0, global_batch=8, min_per_batch=1)
+    schedule = make_schedule("iid", list(target), target, 0, 8, 1)
     for window in range(300):
         labels = schedule.batch(2 * window) + schedule.batch(2 * window + 1)
         assert set(labels) == set(range(12)), window

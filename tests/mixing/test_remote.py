@@ -60,10 +60,10 @@ def test_resume_fetches_no_shard_it_has_finished(shard_root: Path, http_root, tm
     first = make("b")
     assert ids(first, 90) == full[:90]
     state = json.loads(json.dumps(first.state_dict()))
-    reader = state["readers"][0]["st_task_many"]
-    assert (reader["epoch"], reader["shard_pos"], reader["offset"]) == (0, 4, 10)
+    reader = state["readers"]["st_task_many"]
+    assert (reader["next"], reader["epoch"], reader["offset"]) == (90, 0, 10)
     layout = first.plans[0].layout
-    finished = {layout.shards[s.shard].path.name for s in layout.segments(0, 0)[:4]}
+    finished = {layout.shards[i].path.name for i in layout.order(0)[:4]}  # 4 x 20 records
     served.clear()
     resumed = make("c")  # a new process with an empty cache
     resumed.load_state_dict(state)

@@ -50,15 +50,16 @@ def test_resume_from_several_points_matches_uninterrupted(
             assert ids(resumed, 400 - point) == full[rank][point:], (rank, point)
 
 
-def test_state_records_reader_positions_mixer_and_counts(shard_root: Path) -> None:
+def test_state_records_next_records_mixer_and_counts(shard_root: Path) -> None:
     stream = build_stream(MIX, shard_root, seed=3, batch_size=3)
     seen = ids(stream, 150)
     state = stream.state_dict()
     assert state["consumed"] == 150 and state["mixer"]["batch"] == 50
-    tiny = state["readers"][0]["st_task_tiny"]
-    assert tiny["consumed"] == sum(1 for t, _, _ in seen if t == "st_task_tiny") > 30
-    assert tiny["epoch"] >= 1  # the tiny task wrapped while the others went on
-    assert state["readers"][0]["st_task_many"]["epoch"] == 0
+    assert state["position"] == 150
+    tiny = state["readers"]["st_task_tiny"]
+    assert tiny["next"] == sum(1 for t, _, _ in seen if t == "st_task_tiny") > 30
+    assert tiny["epoch"] == tiny["next"] // 30 >= 1  # the tiny task wrapped, the others go on
+    assert state["readers"]["st_task_many"]["epoch"] == 0
     assert state["counts"] == {t: sum(1 for s, _, _ in seen if s == t) for t in MIX.rates()}
 
 
@@ -68,45 +69,92 @@ def test_continuing_iteration_after_a_break_is_exact(shard_root: Path) -> None:
     assert ids(stream, 40) + ids(stream, 60) == full
 
 
-def test_resume_with_other_world_size_is_refused_or_resharded(shard_root: Path) -> None:
-    old = build_stream(MIX, shard_root, seed=3, rank=0, world_size=2, batch_size=3)
+@pytest.mark.parametrize("schedule", ["stratified", "iid"])
+def test_the_global_sequence_does_not_depend_on_world_size(
+    shard_root: Path, global_batches, schedule: str
+) -> None:
+    """Global batch 6 as 1 x 6, 2 x 3, 3 x 2 (with workers or not): one global sequence, and a
+    state saved at one world size resumes at another exactly (elastic resume)."""
+    one = global_batches(MIX, 1, 6, 0, 30, seed=3, schedule=schedule)
+    assert global_batches(MIX, 2, 3, 2, 30, seed=3, schedule=schedule) == one
+    old = [
+        build_stream(MIX, shard_root, seed=3, rank=r, world_size=3, batch_size=2, schedule=schedule)
+        for r in range(3)
+    ]
+    for stream in old:  # 12 global batches of 6
+        assert len(ids(stream, 2 * 12)) == 24
+    state = roundtrip(old[0].state_dict())
+    assert state["position"] == 72
+    resumed = global_batches(MIX, 2, 3, 2, 18, state=state, seed=3, schedule=schedule)
+    assert resumed == one[12:]
+    line = build_stream(MIX, shard_root, seed=3, world_size=2, batch_size=3, schedule=schedule)
+    line.load_state_dict(state)
+    assert line.last_resume == (
+        "stream resumed with world_size 3 -> 2, batch_size 2 -> 3: continues with the same "
+        "global sequence"
+    )
+
+
+def test_another_global_batch_continues_every_task_at_its_next_record(shard_root: Path) -> None:
+    old = build_stream(MIX, shard_root, seed=3, rank=0, world_size=1, batch_size=6)
+    ids(old, 6 * 25)
+    state = roundtrip(old.state_dict())
+    new = build_stream(MIX, shard_root, seed=3, rank=0, world_size=1, batch_size=4)
+    new.load_state_dict(state)
+    assert new.last_resume == (
+        "stream resumed with batch_size 6 -> 4: continues with the next global position"
+    )
+    after = ids(new, 200)
+    for plan in new.plans:  # each task's records go on from where they stood: no epoch restart
+        task, k = plan.task.name, state["readers"][plan.task.name]["next"]
+        got = [i for t, i, _ in after if t == task]
+        order = plan.layout
+        expected = [_record_id(plan, order.locate(k + n)) for n in range(len(got))]
+        assert got == expected, task
+    assert sum(new.counts().values()) == 150 + 200
+    # and it is itself exactly resumable
+    again = build_stream(MIX, shard_root, seed=3, rank=0, world_size=1, batch_size=4)
+    again.load_state_dict(roundtrip(new.state_dict()))
+    twin = build_stream(MIX, shard_root, seed=3, rank=0, world_size=1, batch_size=4)
+    twin.load_state_dict(state)
+    ids(twin, 200)
+    assert ids(again, 30) == ids(twin, 30)
+
+
+def _record_id(plan, where) -> str:
+    """The id of the record at `where` (its dataset's written order)."""
+    dataset = plan.task.dataset
+    per_shard = plan.layout.shards[0].count
+    return f"{dataset}-train-{where.shard * per_shard + where.sample}"
+
+
+def test_reshard_restarts_every_task_at_its_next_epoch(shard_root: Path) -> None:
+    old = build_stream(MIX, shard_root, seed=3, batch_size=3)
     ids(old, 150)
     state = roundtrip(old.state_dict())
-    new = build_stream(MIX, shard_root, seed=3, rank=0, world_size=3, batch_size=3)
-    with pytest.raises(ConfigError, match=r"world_size: saved 2, now 3.*reshard=True"):
+    new = build_stream(MIX, shard_root, seed=4, batch_size=3)
+    with pytest.raises(ConfigError, match=r"seed: saved 3, now 4.*reshard=True"):
         new.load_state_dict(state)
     new.load_state_dict(state, reshard=True)
-    furthest = {task: max(r[task]["epoch"] for r in state["readers"]) for task in MIX.rates()}
     after = new.state_dict()
     assert after["generation"] == 1
-    for task, epoch in furthest.items():  # every task restarts at its next epoch boundary
-        assert after["readers"][0][task] == {
-            "consumed": 0,
-            "epoch": epoch + 1,
-            "shard_pos": 0,
-            "shard": after["readers"][0][task]["shard"],
-            "offset": after["readers"][0][task]["offset"],
-        }
+    for plan in new.plans:
+        task, total = plan.task.name, plan.layout.total
+        begun = -(-state["readers"][task]["next"] // total)
+        assert after["readers"][task]["next"] == begun * total  # the next epoch boundary
     assert after["counts"] == state["counts"]
-    # deterministic from there, and itself exactly resumable
-    twin = build_stream(MIX, shard_root, seed=3, rank=0, world_size=3, batch_size=3)
+    twin = build_stream(MIX, shard_root, seed=4, batch_size=3)
     twin.load_state_dict(state, reshard=True)
-    head = ids(new, 50)
-    assert head == ids(twin, 50)
-    again = build_stream(MIX, shard_root, seed=3, rank=0, world_size=3, batch_size=3)
-    again.load_state_dict(roundtrip(new.state_dict()))
-    assert ids(again, 30) == ids(twin, 30)
-    assert sum(new.counts().values()) == sum(state["counts"].values()) + 3 * 50
+    assert ids(new, 50) == ids(twin, 50)
 
 
-def test_resume_refuses_other_seed_batch_or_workers(shard_root: Path) -> None:
+def test_resume_refuses_another_seed_and_a_foreign_state(shard_root: Path) -> None:
     state = build_stream(MIX, shard_root, seed=3, batch_size=3).state_dict()
-    for kwargs, key in (
-        ({"seed": 4, "batch_size": 3}, "seed"),
-        ({"seed": 3, "batch_size": 4}, "batch_size"),
-        ({"seed": 3, "batch_size": 3, "num_workers": 2}, "num_workers"),
-    ):
-        with pytest.raises(ConfigError, match=key):
-            build_stream(MIX, shard_root, **kwargs).load_state_dict(state)
+    with pytest.raises(ConfigError, match="seed"):
+        build_stream(MIX, shard_root, seed=4, batch_size=3).load_state_dict(state)
     with pytest.raises(ConfigError, match="not a stream state"):
         build_stream(MIX, shard_root, seed=3, batch_size=3).load_state_dict({"format": 99})
+    inside = build_stream(MIX, shard_root, seed=3, batch_size=3)
+    ids(inside, 7)
+    with pytest.raises(ConfigError, match=r"inside a batch .* needs a whole batch"):
+        build_stream(MIX, shard_root, seed=3, batch_size=4).load_state_dict(inside.state_dict())

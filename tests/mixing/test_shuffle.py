@@ -11,7 +11,7 @@ import pytest
 
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError, DataError
-from generalist.mixing.shares import TaskShares, slot_records
+from generalist.mixing.shares import Reader, TaskOrder
 from generalist.mixing.stream import build_stream
 from generalist.shards.index import index_shard, read_indexed
 from generalist.shards.manifest import read_records, split_shards
@@ -72,28 +72,32 @@ def test_seed_decides_the_order_and_identical_inputs_repeat_it(shard_root: Path)
     assert run(6) != run(7)
 
 
-@pytest.mark.parametrize(("dataset", "slots"), [("st_many", 4), ("st_few", 4), ("st_few", 2)])
-def test_slots_cover_every_record_once_per_epoch(shard_root: Path, dataset: str, slots: int):
-    """Ranks x workers = `slots` readers; st_few (3 shards) is striped over 4 of them."""
-    shards = split_shards(shard_root, dataset, "train")
-    layout = TaskShares(dataset, shards, seed=2, slots=slots)
+@pytest.mark.parametrize("dataset", ["st_many", "st_few"])
+def test_readers_cover_every_record_once_per_epoch_in_a_shuffled_order(
+    shard_root: Path, dataset: str
+) -> None:
+    order = TaskOrder(dataset, split_shards(shard_root, dataset, "train"), seed=2)
+    reader = Reader(order)
     everything = sorted(r.id for r in read_records(shard_root, dataset, "train"))
     for epoch in range(2):
-        seen = [
-            record.id
-            for slot in range(slots)
-            for _, _, record in slot_records(layout, slot, 0, first_epoch=epoch, epochs=1)
-        ]
+        seen = [reader.read(k)[1].id for k in range(epoch * order.total, (epoch + 1) * order.total)]
         assert sorted(seen) == everything  # disjoint (no duplicate) and complete
-    # positions map to a permutation: the striped slots do not read in written order
-    slot0 = [r.id for _, _, r in slot_records(layout, 0, 0, epochs=1)]
-    assert [index_of(i) for i in slot0] != sorted(index_of(i) for i in slot0)
+        # positions map to a permutation inside each shard: not the written order
+        assert [index_of(i) for i in seen[:10]] != sorted(index_of(i) for i in seen[:10])
 
 
-def test_two_ranks_two_workers_cover_a_striped_task(shard_root: Path, first_epoch_ids) -> None:
-    ids, layouts = first_epoch_ids(mixture_from_rates("few", {"st_task_few": 1.0}), 3, 10)
-    assert all(layout.striped for layout in layouts)
-    assert Counter(ids) == Counter(r.id for r in read_records(shard_root, "st_few", "train"))
+def test_two_ranks_two_workers_cover_a_task_with_fewer_shards_than_readers(
+    shard_root: Path, global_batches
+) -> None:
+    """st_few: 51 records in 3 shards, 4 readers; 8 global batches of 6 hold 48 distinct
+    records, 9 hold all 51 (and 3 of the next epoch)."""
+    ids = list(
+        itertools.chain.from_iterable(
+            global_batches(mixture_from_rates("few", {"st_task_few": 1.0}), 2, 3, 2, 9)
+        )
+    )
+    assert len(set(ids[:48])) == 48
+    assert Counter(ids[:51]) == Counter(r.id for r in read_records(shard_root, "st_few", "train"))
 
 
 @pytest.mark.parametrize("schedule", ["stratified", "iid"])
@@ -101,7 +105,7 @@ def test_two_ranks_two_workers_cover_a_striped_task(shard_root: Path, first_epoc
 def test_two_workers_resume_mid_shard_and_after_a_wrap(
     shard_root: Path, point: int, schedule: str
 ) -> None:
-    """Batch 3: mid-shard everywhere; batch 41: st_tiny (15 records per slot) has wrapped."""
+    """Batch 3: mid-shard everywhere; batch 41: st_tiny (30 records) has wrapped."""
 
     def loader():
         stream = build_stream(
@@ -116,10 +120,9 @@ def test_two_workers_resume_mid_shard_and_after_a_wrap(
     head_loader = loader()
     assert batches(head_loader, point) == full[:point]
     state = json.loads(json.dumps(head_loader.state_dict()))
-    readers = [slot["st_task_many"] for slot in state["readers"]]
-    assert any(r["offset"] > 0 for r in readers)  # a reader stands inside a shard
+    assert state["readers"]["st_task_many"]["offset"] > 0  # the task stands inside a shard
     if point == 41:
-        assert max(slot["st_task_tiny"]["epoch"] for slot in state["readers"]) >= 1
+        assert state["readers"]["st_task_tiny"]["epoch"] >= 1
     resumed = loader()
     resumed.load_state_dict(state)
     assert batches(resumed, 12) == full[point:]

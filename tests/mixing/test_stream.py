@@ -12,7 +12,7 @@ import pytest
 from generalist.catalog.exemplars import ExemplarPool, format_example
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.catalog.task import TASKS
-from generalist.mixing.shares import TaskShares
+from generalist.mixing.shares import TaskOrder
 from generalist.mixing.stream import build_stream
 from generalist.shards.manifest import read_records, split_shards
 
@@ -23,35 +23,40 @@ def take(stream, n: int) -> list:
     return list(itertools.islice(iter(stream), n))
 
 
-@pytest.mark.parametrize(("dataset", "slots"), [("st_many", 3), ("st_many", 10), ("st_few", 4)])
-def test_layout_covers_every_record_once_per_epoch(shard_root: Path, dataset: str, slots: int):
+@pytest.mark.parametrize("dataset", ["st_many", "st_few", "st_tiny"])
+def test_task_order_holds_every_record_once_per_epoch(shard_root: Path, dataset: str) -> None:
     shards = split_shards(shard_root, dataset, "train")
-    layout = TaskShares(dataset, shards, seed=0, slots=slots)
-    assert layout.striped == (len(shards) < slots)
+    order = TaskOrder(dataset, shards, seed=0)
     for epoch in range(3):
         seen = Counter(
-            (seg.shard, seg.first + seg.stride * k)
-            for slot in range(slots)
-            for seg in layout.segments(epoch, slot)
-            for k in range(seg.length)
+            (p.shard, p.sample)
+            for p in map(order.locate, range(epoch * order.total, (epoch + 1) * order.total))
         )
-        assert len(seen) == layout.total and set(seen.values()) == {1}
-        assert all(0 <= offset < shards[i].count for i, offset in seen)
-    orders = {tuple(layout.order(e)) for e in range(6)}
-    assert len(orders) > 1  # shard order is reshuffled by epoch
+        assert len(seen) == order.total and set(seen.values()) == {1}
+        assert all(0 <= sample < shards[i].count for i, sample in seen)
+    if len(shards) > 1:
+        assert len({tuple(order.order(e)) for e in range(6)}) > 1  # reshuffled by epoch
 
 
-@pytest.mark.parametrize(("task", "world"), [("st_task_many", 3), ("st_task_few", 4)])
-def test_ranks_read_disjoint_data_and_nothing_is_dropped(shard_root: Path, task: str, world: int):
-    """Every rank reads its share of one epoch: the union is the split, with no duplicates."""
+@pytest.mark.parametrize(
+    ("task", "world", "batch", "workers"),
+    [("st_task_many", 3, 2, 0), ("st_task_few", 4, 1, 2), ("st_task_tiny", 8, 2, 2)],
+)
+def test_ranks_take_turns_over_the_records(
+    shard_root: Path, global_batches, task: str, world: int, batch: int, workers: int
+) -> None:
+    """An epoch of the global sequence reads the split once, whatever the readers (st_tiny:
+    30 records for 8 ranks x 2 workers = 32 readers)."""
     mix = mixture_from_rates("one", {task: 1.0})
-    ids = []
-    for rank in range(world):
-        stream = build_stream(mix, shard_root, seed=5, rank=rank, world_size=world)
-        length = stream.plans[0].layout.epoch_length(0, rank)
-        ids += [e.id for e in take(stream, length)]
     dataset = TASKS.get(task).dataset
-    assert sorted(ids) == sorted(r.id for r in read_records(shard_root, dataset, "train"))
+    everything = sorted(r.id for r in read_records(shard_root, dataset, "train"))
+    size = world * batch
+    seen = list(
+        itertools.chain.from_iterable(
+            global_batches(mix, world, batch, workers, -(-len(everything) // size), seed=5)
+        )
+    )
+    assert sorted(seen[: len(everything)]) == everything  # no record twice, none left out
 
 
 @pytest.mark.parametrize("schedule", ["stratified", "iid"])

@@ -122,3 +122,24 @@ def test_full_warmup_then_lora_continues_from_saved_weights(make_bundle, h, tmp_
         torch.testing.assert_close(
             again.model(**model_inputs(batch)).logits, lora.model(**model_inputs(batch)).logits
         )
+
+
+def test_export_is_quiet_unless_verbose(make_bundle, h, tmp_path):
+    bundle = make_bundle(lora={"r": 2})
+    h.train(bundle, Collator(bundle, 64)([h.image_example()]), steps=1)
+    save_model_dir(bundle, tmp_path / "ckpt" / "model")
+    printed = {}
+    for flags in ([], ["--verbose"]):
+        out = tmp_path / f"out{len(flags)}"
+        argv = ["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(out), *flags]
+        run = subprocess.run(
+            [sys.executable, "-m", "generalist.cli", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        printed[bool(flags)] = run.stdout + run.stderr
+    assert printed[False] == f"exported a plain Hugging Face model to {tmp_path / 'out0'}\n"
+    assert "Setting accelerator to CPU" in printed[True]  # DeepSpeed's notice, seen on request
+    assert "Loading weights" in printed[True] and "Writing model shards" in printed[True]

@@ -8,6 +8,7 @@ Each launch costs ~30-60 s on 2 cores, so one uninterrupted ZeRO-2 run serves bo
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -36,9 +37,9 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(config: Path, *overrides: str) -> subprocess.Popen:
+def launch(config: Path, *overrides: str, ranks: int = 2) -> subprocess.Popen:
     """`deepspeed --num_gpus 2 --module generalist.cli train CONFIG ...`, own process group."""
-    cmd = [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_port())]
+    cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(_port())]
     cmd += ["--module", "generalist.cli", "train", str(config), *overrides]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env["OMP_NUM_THREADS"] = "1"  # two ranks on two cores
@@ -46,6 +47,25 @@ def launch(config: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
+
+
+def launch_two_nodes(config: Path, tmp: Path) -> list[subprocess.Popen]:
+    """Two DeepSpeed launchers on this machine as two nodes of one CPU rank each, exactly as
+    launch/multi_node.sh or SLURM start them on a cluster (--no_ssh: each node starts its own)."""
+    hostfile = tmp / "hostfile"
+    hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
+    port = str(_port())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env["OMP_NUM_THREADS"] = "1"
+    procs = []
+    for node in (0, 1):
+        cmd = [DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(node)]
+        cmd += ["--num_nodes", "2", "--num_gpus", "1", "--master_addr", "127.0.0.1"]
+        cmd += ["--master_port", port, "--module", "generalist.cli", "train", str(config)]
+        log = open(config.with_suffix(f".node{node}.log"), "w")  # noqa: SIM115 - with the process
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True))  # fmt: skip
+    return procs
 
 
 def finish(proc: subprocess.Popen, config: Path) -> None:
@@ -97,6 +117,54 @@ def test_zero2_two_ranks_learn_and_checkpoint(zero2_run) -> None:
     assert json.loads((step / "trainer.json").read_text())["world_size"] == 2
     assert (step / "model" / "model.json").is_file() and (step / "engine").is_dir()
     assert sorted(p.name for p in (step / "data").iterdir()) == ["rank-0.json", "rank-1.json"]
+
+
+def test_two_nodes_give_the_losses_of_one_node(zero2_run, tiny_config_module, tmp_path) -> None:
+    """Item 5 of issue 22: the multi-node launch path (two launchers, --no_ssh, node_rank 0|1,
+    master 127.0.0.1), 2 ranks as 2 nodes x 1, against the one-node 2-rank run: same global
+    batch, same losses."""
+    config = tiny_config_module("twonode.yaml", deepspeed=2, **LORA)
+    procs = launch_two_nodes(config, tmp_path)
+    for node, proc in enumerate(procs):
+        try:
+            rc = proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                os.killpg(p.pid, signal.SIGKILL)
+            raise
+        log = config.with_suffix(f".node{node}.log").read_text()
+        assert rc == 0, log[-4000:]
+    one_node, two_nodes = losses(zero2_run[1]), losses(config.with_suffix(""))
+    assert sorted(two_nodes) == sorted(one_node) == list(range(1, 13))
+    assert two_nodes == pytest.approx(one_node, rel=1e-5, abs=1e-6)
+    meta = json.loads(
+        (latest_checkpoint(config.with_suffix("") / "checkpoints") / "trainer.json").read_text()
+    )
+    assert meta["world_size"] == 2
+
+
+def test_resume_at_another_world_size_keeps_the_global_batch(zero2_run, tiny_config_module):
+    """Issue 22 item 4: the 2-rank run's step-12 checkpoint resumes on 1 rank with micro-batch
+    8 (global batch 8 as before): accepted, said in one line each, and the stream continues
+    the same global sequence (generation 0, position + 2 steps x 8 x group_by_length 2)."""
+    import shutil
+
+    config = tiny_config_module("elastic.yaml", deepspeed=2, steps=14, **LORA)
+    config.write_text(config.read_text().replace("micro_batch_size: 4", "micro_batch_size: 8"))
+    out = config.with_suffix("")
+    shutil.copytree(zero2_run[1], out)
+    finish(launch(config, ranks=1), config)
+    log = config.with_suffix(".log").read_text()
+    assert "at world size 1 (saved by 2 ranks)" in log and "moments restart" in log
+    assert "batch.micro_batch_size 4 -> 8" in log
+    curve, before_resume = losses(out), losses(zero2_run[1])
+    assert {13, 14} <= set(curve) and all(math.isfinite(curve[s]) for s in (13, 14))
+    assert curve[13] < before_resume[1]  # the trained weights went on, not a fresh model
+    before = json.loads((out / "checkpoints/step-000012/data/rank-0.json").read_text())
+    after = json.loads((out / "checkpoints/step-000014/data/rank-0.json").read_text())
+    assert before["done"] == after["done"] == 0  # both at a window's end
+    assert after["window"]["generation"] == before["window"]["generation"] == 0
+    assert after["window"]["position"] == before["window"]["position"] + 2 * 8
 
 
 def test_kill_9_then_resume_matches_uninterrupted_run(zero2_run, tiny_config_module) -> None:

@@ -116,7 +116,7 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     return [tokens[str(i)][0] for i in range(len(texts))]
 
 
-def meteor_scorer() -> Any:
+def meteor_scorer() -> Any:  # noqa: ANN401 (pycocoevalcap's Meteor, from a copy of its module)
     """One METEOR jar per process, from the working copy (starting it loads paraphrase tables,
     10-20 s)."""
     with _lock:

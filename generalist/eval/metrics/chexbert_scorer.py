@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from generalist.errors import ConfigError
 from generalist.eval.metrics.tokenizer_compat import Transformers4Tokenizer
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BertConfig
 
 # f1chexbert's order (F1CheXbert.target_names): the 13 four-class heads, then No Finding.
 OBSERVATIONS_14 = (
@@ -79,7 +83,7 @@ def chexbert_f1(
     return out
 
 
-def _labeler(config: Any) -> Any:
+def _labeler(config: BertConfig) -> torch.nn.Module:
     """f1chexbert's `bert_labeler` with its BERT built from a local config: the package's own
     __init__ fetches bert-base-uncased's config from the hub. Same modules, same state-dict keys,
     the package's forward."""

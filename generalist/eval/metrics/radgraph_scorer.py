@@ -84,7 +84,7 @@ class RadGraphScorer:
         cuda = -1 if device == "cpu" else int(device.partition(":")[2] or 0)
         load = cached_transformers.get_tokenizer
 
-        def tokenizer(name: str, **kwargs: Any) -> Any:
+        def tokenizer(name: str, **kwargs: object) -> Transformers4Tokenizer:
             return Transformers4Tokenizer(load(name, **kwargs))
 
         # The package builds its tokenizers while it is constructed; hand it wrapped ones.

@@ -111,7 +111,7 @@ def _require_packages() -> None:
         )
 
 
-def _scorer(name: str, config: ScorerConfig) -> Any:
+def _scorer(name: str, config: ScorerConfig) -> CheXbertLabeler | RadGraphScorer:
     """The loaded scorer (once per process and settings)."""
     folder = getattr(config, name)
     key = (name, str(folder), config.radgraph_model, config.device, config.batch_size)

@@ -10,18 +10,21 @@ offers the shim.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 
 class Transformers4Tokenizer:
     """A BERT-family tokenizer with `encode_plus` and `build_inputs_with_special_tokens` back."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         if getattr(tokenizer, "cls_token_id", None) is None or tokenizer.sep_token_id is None:
             raise ValueError("the clinical scorers' encoders are BERT-family: [CLS] and [SEP]")
         self._tokenizer = tokenizer
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 (a proxy: the tokenizer's attribute)
         return getattr(self._tokenizer, name)
 
     def __len__(self) -> int:
@@ -34,7 +37,9 @@ class Transformers4Tokenizer:
         out = [self._tokenizer.cls_token_id, *ids, self._tokenizer.sep_token_id]
         return [*out, *pair, self._tokenizer.sep_token_id] if pair else out
 
-    def encode_plus(self, text: str | Sequence[str], pair: str | None = None, **kwargs: Any) -> Any:
+    def encode_plus(
+        self, text: str | Sequence[str], pair: str | None = None, **kwargs: object
+    ) -> BatchEncoding | dict[str, list[int]]:
         """transformers 4's encode_plus: a string (and pair) as `tokenizer(...)` encodes it; a
         list of wordpieces (what f1chexbert passes) converted to ids with [CLS] and [SEP]."""
         if isinstance(text, str):
