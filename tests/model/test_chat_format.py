@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from generalist.batching.chat import ChatFormat
@@ -95,6 +96,18 @@ def test_a_chat_prompt_too_long_drops_exemplar_turns_before_any_cut(llava_chat, 
     assert len(whole.input_ids) > len(short.input_ids)
     fitted = Collator(llava_chat, max_length=len(short.input_ids)).encode(example)
     assert fitted.input_ids == short.input_ids and fitted.labels == short.labels
+
+
+def test_chat_evaluation_reports_the_fed_prompt_and_scores_options_from_one_prompt(llava_chat, h):
+    example = replace(chat_example(h), options=("red", "blue", "green circle"))
+    predictor = HFPredictor(llava_chat, max_length=256)
+    assert predictor.prompt_format == "chat"
+    fed = predictor.fed_prompt(example)
+    assert fed == predictor.gen_collator.chat.prompt_text(example) and fed != example.prompt
+    assert HFPredictor(llava_chat, max_length=256, prompt_format="raw").prompt_format == "raw"
+    naive = HFPredictor(llava_chat, max_length=256, naive=True).score_options([example])
+    cached = predictor.score_options([example])
+    assert torch.allclose(torch.tensor(cached), torch.tensor(naive), atol=1e-5, rtol=1e-6)
 
 
 def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
