@@ -39,6 +39,14 @@ class OptimConfig(StrictConfig):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on matrices only")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss or gradient norm: stop the run (exit 3, nothing saved) or "
+        "skip that step's update (generalist.train.stops)",
+    )
+    max_nonfinite_in_a_row: int = Field(
+        3, ge=1, description="with nonfinite=skip: stop after this many such steps in a row"
+    )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
@@ -186,11 +194,36 @@ class TrainConfig(StrictConfig):
         return None if value is None or value.lower() in ("none", "null", "") else value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last value
+    silently: a task listed twice under `tasks:` would lose its first rate)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges are not duplicates
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} is written twice in one mapping, at line "
+                    f"{seen[key]} and line {line}; keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, where: str) -> object:
     """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
     it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
     try:
-        return yaml.safe_load(text)
+        loader = _UniqueKeyLoader(text)
+        loader.name = where
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         # one line: PyYAML's own message spans several, with the offending text quoted
         mark = getattr(err, "problem_mark", None)

@@ -5,7 +5,6 @@ image and text-only examples share a row. Families packing cannot keep exact are
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import random
 from dataclasses import replace
@@ -31,19 +30,13 @@ from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.train.step import example_target_counts
 
-HERE = Path(__file__).parent
 RTOL = 1e-5
 
 
-def _load(path: Path, name: str):  # helper files of this folder (not a package)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _templates():
-    return _load(HERE / "chat_templates" / "__init__.py", "_chat_templates")
+    from support import chat_templates
+
+    return chat_templates
 
 
 ROLE_WORDS = "You are a helpful assistant. system user assistant model"  # template text
@@ -160,7 +153,8 @@ def test_llava_packed_equals_unpacked(make_bundle, h, fmt, attn):
 def test_qwen_vl_and_gemma3_packed_equal_unpacked(tmp_path, h, family, fmt):
     """Qwen: each example's own M-RoPE index; Gemma 3: bidirectional image blocks, sliding
     window layers."""
-    tiny = _load(HERE / "tiny_families_a.py", "_tiny_families_a")
+    from support import tiny_gemma3_qwen_mllama as tiny
+
     corpus = [*h.corpus, ROLE_WORDS]
     if family == "gemma3":
         path = tiny.save_tiny_gemma3(tmp_path / family, corpus)
@@ -247,7 +241,8 @@ def test_cut_window_packs_rows_and_batches_build_lazily(make_bundle, h):
 def test_tiled_and_anyres_families_packed_equal_unpacked(tmp_path, h, family, fmt):
     """Tiles and image sizes stay per image (LLaVA-NeXT / OneVision: image_sizes and
     batch_num_images per example; Idefics3 / SmolVLM: each example's tiles, pixel mask)."""
-    tiny = _load(HERE / "tiny_families_b.py", "_tiny_families_b")
+    from support import tiny_idefics3_smolvlm_llava_next as tiny
+
     path = tiny.SAVERS[family](tmp_path / family, [*h.corpus, ROLE_WORDS])
     if fmt == "chat":
         # Idefics3 keeps no template of its own in tests/model; SmolVLM's is its successor's
@@ -275,7 +270,8 @@ def test_tiled_and_anyres_families_packed_equal_unpacked(tmp_path, h, family, fm
 def test_paligemma_packed_equals_unpacked(tmp_path, h):
     """Prefix-LM: each example's prompt both ways, its target causally, positions from 1
     (raw format only: PaliGemma has no chat template)."""
-    tiny = _load(HERE / "tiny_vlms.py", "_tiny_vlms_packing")
+    from support import tiny_paligemma_qwen2_vl as tiny
+
     path = tiny.save_tiny_paligemma(tmp_path / "paligemma", h.corpus)
     torch.manual_seed(0)
     bundle = _bundle(path, "raw")
