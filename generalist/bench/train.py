@@ -3,6 +3,7 @@
     generalist bench train                      # shards a slice of easy-vqa into a temp dir
     generalist bench train --shards demo_out/shards --steps 20 --micro-batch-size 16 --group 16
     generalist bench train --config run.yaml [key=value ...]   # any training config's model/data
+    generalist bench train --mixture spread     # MultiMedBench's length spread, built here
 
 Both loops train the same model (by default a tiny LLaVA, 2+2 layers, width 64, on the demo
 mixture; with --config that config's model, LoRA, data and batch) from the same initial weights,
