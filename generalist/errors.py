@@ -4,6 +4,9 @@
 class GeneralistError(Exception):
     """An error caused by the user's input (config, data, names); its message says what to do."""
 
+    exit_code = 2  # what the CLI exits with (generalist.train.stops has its own codes)
+    label = "error"
+
 
 class UnknownNameError(GeneralistError, KeyError):
     """A name that is not registered. Subclasses KeyError so mapping-style callers still work."""

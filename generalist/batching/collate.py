@@ -84,6 +84,7 @@ class Collator:
         self.layout = layout_for(bundle)  # per-family markers, target spacing, token types
         self._dummy: tuple[list[int], dict[str, Any]] | None = None
         self.max_pixels = getattr(bundle.config, "max_pixels", None)  # image_caps
+        self.max_image_pixels = getattr(bundle.config, "max_image_pixels", None)
         self.image_kwargs, self.model_tiles = processor_kwargs(bundle, self.layout.kind)
         fmt = prompt_format or getattr(bundle.config, "prompt_format", "raw")
         self.chat = ChatFormat(bundle) if fmt == "chat" else None
@@ -94,7 +95,8 @@ class Collator:
 
     # -- encoding -------------------------------------------------------------------------
     def _images(self, example: Example) -> list[Any]:
-        return decode_images(example, self.max_pixels)  # capped at model.max_pixels
+        # capped at model.max_pixels; above model.max_image_pixels refused before decoding
+        return decode_images(example, self.max_pixels, self.max_image_pixels)
 
     def _process(self, text: str, images: list[Any], kw: dict | None = None) -> tuple[list, dict]:
         return self._process_many([text], [images], kw)[0]  # one prompt: (ids, image tensors)

@@ -7,13 +7,23 @@ Measured on easy-vqa-like prompts: windows of 16 batches of 32 cut padding from 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from generalist.batching.collate import Collator
+from generalist.batching.packing import budget_groups, pack_batch, pack_lengths, packing_options
 from generalist.errors import ConfigError
 from generalist.mixing.stream import StreamLoader
 
 T = TypeVar("T")
+
+
+class MicroBatch(NamedTuple):
+    """One micro-batch and where the data stood: `position` = {"window": the loader's state
+    before the window, "done": micro-batches of the window used so far, this one included} is
+    what a checkpoint stores."""
+
+    position: dict[str, Any]
+    batch: dict[str, Any]
 
 
 def group_by_length(
@@ -33,15 +43,23 @@ def group_by_length(
 
 
 def grouped_batches(
-    loader: StreamLoader, collator: Collator, micro: int, start: dict[str, Any] | None = None
-) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    loader: StreamLoader,
+    collator: Collator,
+    micro: int,
+    start: dict[str, Any] | None = None,
+    max_tokens: int | None = None,
+    packing: bool = False,
+) -> Iterator[MicroBatch]:
     """Micro-batches cut from windows of examples grouped by token length (less padding).
 
     `loader` yields windows (lists of Examples) and has state_dict()/load_state_dict() (a
-    generalist.mixing.stream.StreamLoader). Yields (position, batch); position = {"window": loader
-    state before the window, "done": micro-batches of the window used so far} is what a
-    checkpoint stores: resuming reloads that state, rebuilds the same window and skips the used
-    micro-batches, so a resumed run sees exactly the batches an uninterrupted one would.
+    generalist.mixing.stream.StreamLoader). Resuming reloads the position's window state,
+    rebuilds the same window and skips the used micro-batches, so a resumed run sees exactly
+    the batches an uninterrupted one would.
+
+    How a window is cut: `micro` examples of similar length (default); with `max_tokens`, as
+    many as fit in max_tokens padded positions, `micro` at most (token budget); with `packing`,
+    one row of at most max_tokens tokens holding several examples (generalist.batching.packing).
     """
     skip = 0
     if start is not None:
@@ -56,12 +74,33 @@ def grouped_batches(
     window_state = loader.state_dict()
     for window in loader:
         encoded = collator.encode_many(window)  # batched processor calls: ~2x faster
-        groups = group_by_length(encoded, micro, lambda r: r.length)
-        for done, group in enumerate(groups, 1):
+        batches = cut_window(encoded, collator, micro, max_tokens, packing)
+        for done, batch in enumerate(batches, 1):
             if done > skip:
-                if done == len(groups):  # a used-up window: the position is the next one's
-                    yield {"window": loader.state_dict(), "done": 0}, collator.pad(group)
+                if done == len(batches):  # a used-up window: the position is the next one's
+                    yield MicroBatch({"window": loader.state_dict(), "done": 0}, batch())
                 else:
-                    yield {"window": window_state, "done": done}, collator.pad(group)
+                    yield MicroBatch({"window": window_state, "done": done}, batch())
         skip = 0
         window_state = loader.state_dict()
+
+
+def cut_window(
+    encoded: Sequence[Any], collator: Collator, micro: int, max_tokens: int | None, packing: bool
+) -> list[Callable[[], dict[str, Any]]]:
+    """The window's micro-batches, each built only when called (a resume skips the used ones)."""
+    lengths = [r.length for r in encoded]
+    if packing:
+        assert max_tokens is not None  # the config requires it with packing
+        kind, image_id = collator.layout.kind, int(collator.bundle.image_token_id or 0)
+        options = packing_options(collator.bundle.base_model, kind, collator.layout.soft_token_id)
+        rows = [[encoded[i] for i in row] for row in pack_lengths(lengths, max_tokens)]
+        return [
+            lambda row=row: pack_batch([row], collator.pad_id, kind, image_id, **options)
+            for row in rows
+        ]
+    if max_tokens is not None:
+        groups = [[encoded[i] for i in g] for g in budget_groups(lengths, max_tokens, micro)]
+    else:
+        groups = group_by_length(encoded, micro, lambda r: r.length)
+    return [lambda group=group: collator.pad(group) for group in groups]

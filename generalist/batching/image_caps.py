@@ -42,19 +42,40 @@ def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def decode_images(example: Example, max_pixels: int | None = None) -> list[Any]:
-    """The example's images as RGB PIL images, each capped at `max_pixels`."""
+def decode_images(
+    example: Example, max_pixels: int | None = None, max_image_pixels: int | None = None
+) -> list[Any]:
+    """The example's images as RGB PIL images, each capped at `max_pixels`. An image whose
+    header gives more than `max_image_pixels` (model.max_image_pixels) is refused before its
+    pixels are decoded: a decompression bomb (a 20000 x 20000 PNG of a few kB) would take GBs."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     out = []
+    pil_limit = Image.MAX_IMAGE_PIXELS
     for n, data in enumerate(example.images):
+        where = f"task {example.task!r} example {example.id!r}: image {n}"
         try:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(
-                f"task {example.task!r} example {example.id!r}: image {n} cannot be decoded "
-                f"({err}); re-shard the dataset"
-            ) from None
+            with warnings.catch_warnings():
+                # our own limit below replaces PIL's global one (a warning, then an error at 2x)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                if max_image_pixels is not None:
+                    Image.MAX_IMAGE_PIXELS = None
+                try:
+                    image = Image.open(io.BytesIO(data))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = pil_limit
+                width, height = image.size
+                if max_image_pixels is not None and width * height > max_image_pixels:
+                    raise DataError(
+                        f"{where} is {width} x {height} = {width * height:,} pixels, above "
+                        f"model.max_image_pixels={max_image_pixels:,} (a decompression bomb, or a "
+                        f"scan to downscale when sharding); raise the setting to accept it"
+                    )
+                image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+            raise DataError(f"{where} cannot be decoded ({err}); re-shard the dataset") from None
         out.append(cap_pixels(image, max_pixels))
     return out
 

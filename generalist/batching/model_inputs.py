@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 MODEL_KEYS = (  # what forward() takes; the image keys are those HF VLM processors return
     "input_ids",
     "attention_mask",
+    "position_ids",  # packed batches: positions restart per example
     "labels",
     "token_type_ids",
     "mm_token_type_ids",
@@ -33,11 +34,21 @@ def to_device(
     batch: dict[str, Any], device: torch.device | str, float_dtype: torch.dtype | None = None
 ) -> dict[str, Any]:
     """The model's tensors of `batch` on `device`; floating ones (pixels) cast to `float_dtype`
-    (the training or model precision) when given."""
-    out = {}
+    (the training or model precision) when given. A dict value (a packed Gemma 3 batch's
+    attention mask per layer type) is moved entry by entry."""
+    out: dict[str, Any] = {}
     for key, value in model_inputs(batch).items():
-        value = value.to(device, non_blocking=True)
-        if float_dtype is not None and value.is_floating_point():
-            value = value.to(float_dtype)
-        out[key] = value
+        if isinstance(value, dict):
+            out[key] = {k: _moved(v, device, float_dtype) for k, v in value.items()}
+        else:
+            out[key] = _moved(value, device, float_dtype)
     return out
+
+
+def _moved(
+    value: torch.Tensor, device: torch.device | str, float_dtype: torch.dtype | None
+) -> torch.Tensor:
+    value = value.to(device, non_blocking=True)
+    if float_dtype is not None and value.is_floating_point():
+        value = value.to(float_dtype)
+    return value

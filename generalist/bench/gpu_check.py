@@ -57,7 +57,7 @@ class CheckSpec(StrictConfig):
     model: dict[str, Any]
     train: dict[str, Any]
     steps: dict[str, int]
-    bench: dict[str, int]
+    bench: dict[str, int | str]
 
 
 def load_spec(path: Path) -> CheckSpec:
@@ -231,6 +231,11 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
     for impl in ("eager", "flash_attention_2"):
         runs[impl] = run_training(base, impl, work, steps=a, **{"model.attn_implementation": impl})
     runs["liger"] = run_training(base, "liger", work, steps=a, **{"model.liger_kernel": True})
+    # packed rows (docs/packing.md); flash-attention varlen: refused, or skipped without flash-attn
+    packed = {"batch.packing": True, "batch.max_tokens": 2 * base["batch"]["max_length"]}
+    runs["packed"] = run_training(base, "packed", work, steps=1, **packed)  # CI time: one step
+    flash = {**packed, "model.attn_implementation": "flash_attention_2"}
+    runs["packed_flash_attention_2"] = run_training(base, "packed_fa2", work, steps=a, **flash)
     result["runs"] = runs
     t = time.perf_counter()
     config = work / "bench.yaml"

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 
 from generalist.catalog.registry import close_matches_hint
 from generalist.errors import GeneralistError
+from generalist.redact import redact
 
 # subcommand -> (module with main(argv), one-line help). Modules load lazily so that
 # `generalist tasks` does not import torch or deepspeed.
@@ -32,6 +35,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("generalist.cli.bench", "benchmarks: shard, stream, train"),
     "demo": ("generalist.cli.demo", "the end-to-end demo on easy-vqa"),
 }
+
+
+def show_no_secrets() -> None:
+    """Warnings and tracebacks with URL passwords redacted (generalist.redact): a library may
+    put a shard URL or tracking URI in its message."""
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        show(redact(str(message)), category, filename, lineno, file, line)
+
+    def excepthook(kind, value, tb):
+        text = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(redact(text))
+
+    warnings.showwarning = showwarning
+    sys.excepthook = excepthook
 
 
 def available_commands() -> dict[str, tuple[str, str]]:
@@ -63,11 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     module = importlib.import_module(commands[argv[0]][0])
+    show_no_secrets()
     try:
         return int(module.main(argv[1:]) or 0)
     except GeneralistError as err:
-        print(f"generalist {argv[0]}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"generalist {argv[0]}: {err.label}: {redact(str(err))}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"generalist {argv[0]}: interrupted", file=sys.stderr)
         return 130

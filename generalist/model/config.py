@@ -136,6 +136,12 @@ class ModelConfig(StrictConfig):
         description="downscale (aspect kept) any image with more pixels than this before the "
         "processor, so a high-resolution source cannot blow up a batch; none: no cap",
     )
+    max_image_pixels: int = Field(
+        89_478_485,  # PIL's own default limit (Image.MAX_IMAGE_PIXELS)
+        ge=1,
+        description="the largest image accepted (width x height, read from its header before "
+        "decoding): a larger one, e.g. a decompression bomb, is a bad sample (an error naming it)",
+    )
     max_tiles: int | None = Field(
         None,
         ge=1,

@@ -6,14 +6,17 @@ Stateless: generalist.tracking's Tracker owns the queue, the retries and the del
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generalist.atomic import atomic_write
+from generalist.redact import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -61,11 +64,22 @@ def is_remote(uri: str) -> bool:
 
 
 def server_answers(uri: str, timeout: float = 2.0) -> bool:
-    """True when an MLflow server at `uri` answers its /health endpoint."""
+    """True when an MLflow server at `uri` answers its /health endpoint (a `user:password@`
+    in the URI is sent as basic auth, as MLflow's own client does; urllib would take it for
+    part of the host)."""
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+        parts = urllib.parse.urlsplit(uri)
+        headers = {}
+        if parts.username is not None:
+            user, password = parts.username, parts.password or ""
+            pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            netloc = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+            uri = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        request = urllib.request.Request(uri.rstrip("/") + "/health", headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
             return reply.status == 200
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
@@ -144,11 +158,12 @@ def open_run(
     pointer = run_dir / "mlflow_run.json"
     if pointer.exists():
         saved = json.loads(pointer.read_text())
-        if saved.get("tracking_uri") == tracking_uri and _reopen(client, saved["run_id"]):
+        if saved.get("tracking_uri") == redact(tracking_uri) and _reopen(client, saved["run_id"]):
             return str(saved["run_id"])
     experiment_id = ensure_experiment(client, experiment, tracking_uri)
     run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
-    atomic_write(pointer, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}, indent=1))
+    record = {"tracking_uri": redact(tracking_uri), "run_id": run_id}  # no password on disk
+    atomic_write(pointer, json.dumps(record, indent=1))
     return str(run_id)
 
 

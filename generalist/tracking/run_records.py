@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from generalist.atomic import atomic_write
+from generalist.redact import redact_json
 
 METRICS = "metrics.jsonl"
 
@@ -36,7 +37,7 @@ def merge_params(run_dir: Path, flat: Mapping[str, str]) -> None:
     """Merge flattened params into <run_dir>/params.json (later calls win)."""
     path = run_dir / "params.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
-    merged.update(flat)
+    merged.update(redact_json(dict(flat)))  # type: ignore[arg-type]
     atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
 
 
@@ -46,6 +47,7 @@ def merge_identity(run_dir: Path, tags: Mapping[str, str], **identity: object) -
     path = run_dir / "run.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     merged = {**saved, **identity, "tags": {**saved.get("tags", {}), **tags}}
+    merged = redact_json(merged)  # a password in the tracking URI: generalist.redact
     atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
 
 
@@ -53,7 +55,8 @@ def write_table(run_dir: Path, name: str, rows: Sequence[Mapping[str, Any]]) -> 
     """Rows as <run_dir>/tables/<name>.jsonl, one JSON object a line."""
     path = run_dir / "tables" / f"{name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, "".join(json.dumps(dict(r), default=str) + "\n" for r in rows))
+    lines = (json.dumps(redact_json(dict(r)), default=str) + "\n" for r in rows)
+    atomic_write(path, "".join(lines))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from generalist.errors import GeneralistError
+from generalist.redact import REDACTED, redact
 from generalist.tracking.mlflow_calls import is_remote, server_answers
 from generalist.tracking.run_records import read_metrics
 from generalist.tracking.tracker import Tracker
@@ -43,8 +44,15 @@ def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
     identity = _read_json(run_dir / "run.json")  # written by the Tracker (older runs: params)
     uri = tracking_uri or pointer.get("tracking_uri") or identity.get("tracking_uri")
     uri = uri or _param(params, "logging.tracking_uri")
+    if uri and f":{REDACTED}@" in uri:
+        raise GeneralistError(
+            f"the run recorded its MLflow URI without its password ({uri}); pass the full URI "
+            f"with --tracking-uri"
+        )
     if uri and is_remote(uri) and not server_answers(uri, timeout=10):
-        raise GeneralistError(f"the MLflow server at {uri} does not answer; start it and re-run")
+        raise GeneralistError(
+            f"the MLflow server at {redact(uri)} does not answer; start it and re-run"
+        )
     sent = _read_json(run_dir / "mlflow_sent.json")
     status = sent.get("status")  # the status the run was closed with, if it was
     before = int(sent.get("lines", 0)) if sent.get("run_id") == pointer.get("run_id") else 0
@@ -65,15 +73,15 @@ def sync(run_dir: Path, tracking_uri: str | None = None) -> dict[str, object]:
         tracker.log_table(str(path.relative_to(tables).with_suffix("")), rows)
     if not tracker.sync() or tracker.run_id is None:
         raise GeneralistError(
-            f"MLflow at {tracker.tracking_uri} did not take the run ({tracker.pending} call(s) "
-            f"left); check the server and re-run `generalist sync {run_dir}`"
+            f"MLflow at {redact(tracker.tracking_uri)} did not take the run ({tracker.pending} "
+            f"call(s) left); check the server and re-run `generalist sync {run_dir}`"
         )
     if status:
         tracker.close(status)
     lines = len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").exists() else 0
     return {
         "run_id": tracker.run_id,
-        "tracking_uri": tracker.tracking_uri,
+        "tracking_uri": redact(tracker.tracking_uri),
         "metric_lines_sent": tracker.sent_lines() - before,
         "metric_lines": lines,
     }

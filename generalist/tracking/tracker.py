@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generalist.redact import redact, redact_json
 from generalist.tracking.delivery import read_record, unheld, write_record
 from generalist.tracking.mlflow_calls import (
     default_tracking_uri,
@@ -124,7 +125,7 @@ class Tracker:
         """Flattened params; also merged into <run_dir>/params.json."""
         if not self.enabled:
             return
-        flat = flatten_params(params)
+        flat = redact_json(flatten_params(params))  # MLflow and params.json: no passwords
         merge_params(self.run_dir, flat)
         self._queue.append(("params", flat))
         self._flush()
@@ -185,9 +186,9 @@ class Tracker:
         self._queue.append(("end", status))
         if not self.sync():
             warnings.warn(
-                f"MLflow at {self.tracking_uri} did not answer; {self.pending} call(s) not sent. "
-                f"Everything is in {self.run_dir} (metrics.jsonl, params.json, tables/): send "
-                f"it once MLflow answers with `generalist sync {self.run_dir}`",
+                f"MLflow at {redact(self.tracking_uri)} did not answer; {self.pending} call(s) "
+                f"not sent. Everything is in {self.run_dir} (metrics.jsonl, params.json, "
+                f"tables/): send it once MLflow answers with `generalist sync {self.run_dir}`",
                 stacklevel=2,
             )
 
@@ -224,7 +225,7 @@ class Tracker:
         if not self._warned:
             self._warned = True
             warnings.warn(
-                f"MLflow at {self.tracking_uri} is unreachable ({why}); training goes on, "
+                f"MLflow at {redact(self.tracking_uri)} is unreachable ({why}); training goes on, "
                 f"metrics go to {self.run_dir / 'metrics.jsonl'} and are sent when it is back "
                 f"(or later with `generalist sync {self.run_dir}`)",
                 stacklevel=4,

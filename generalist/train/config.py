@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from generalist.catalog.registry import close_matches
 from generalist.config_base import StrictConfig, submodel
@@ -39,10 +39,18 @@ class OptimConfig(StrictConfig):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on matrices only")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="a NaN/inf loss or gradient norm: stop the run (exit 3, nothing saved) or "
+        "skip that step's update (generalist.train.stops)",
+    )
+    max_nonfinite_in_a_row: int = Field(
+        3, ge=1, description="with nonfinite=skip: stop after this many such steps in a row"
+    )
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
 
 
-# generalist.train.normalization says what each means; global_tokens is exact over the global batch
+# generalist.train.step says what each means; global_tokens is exact over the global batch
 LossNormalization = Literal["global_tokens", "per_example", "micro_batch"]
 
 
@@ -58,6 +66,27 @@ class BatchConfig(StrictConfig):
     loss_normalization: LossNormalization = Field(
         "global_tokens", description="token mean over the global batch, per_example or micro_batch"
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="tokens per micro-batch: padded positions (micro_batch_size a cap), or a "
+        "packed row's length with packing",
+    )
+    packing: bool = Field(
+        False, description="several examples per row of max_tokens, attention kept per example"
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> BatchConfig:
+        # docs/packing.md: packing vs token budgets
+        if self.packing and self.max_tokens is None:
+            raise ValueError("batch.packing needs batch.max_tokens (the packed row's length)")
+        if self.max_tokens is not None and self.max_tokens < self.max_length:
+            raise ValueError(
+                f"batch.max_tokens {self.max_tokens} is below batch.max_length "
+                f"{self.max_length}: a longest example would not fit; raise batch.max_tokens"
+            )
+        return self
 
 
 class CheckpointConfig(StrictConfig):
@@ -165,11 +194,36 @@ class TrainConfig(StrictConfig):
         return None if value is None or value.lower() in ("none", "null", "") else value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last value
+    silently: a task listed twice under `tasks:` would lose its first rate)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges are not duplicates
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} is written twice in one mapping, at line "
+                    f"{seen[key]} and line {line}; keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, where: str) -> object:
     """yaml.safe_load, errors named. (PyYAML reads `1e-3` as a string; pydantic's lax mode turns
     it into the float a float field asks for, so `optim.lr=1e-3` works.)"""
     try:
-        return yaml.safe_load(text)
+        loader = _UniqueKeyLoader(text)
+        loader.name = where
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         # one line: PyYAML's own message spans several, with the offending text quoted
         mark = getattr(err, "problem_mark", None)

@@ -5,6 +5,7 @@ the DeepSpeed JSON."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from generalist.catalog.loading import load_catalog
@@ -110,6 +111,7 @@ def check_config(cfg: TrainConfig) -> Mixture:
             needed.add((task.dataset, cfg.eval.split))
             check_scorers([task], cfg.eval.scorers)  # clinical metrics' weights: eval.scorers
     _check_shards(cfg.shards, needed, verify=cfg.verify_shards)
+    _warn_small_train_splits(cfg, mixture)
     for key in ("name_or_path", "vision_encoder", "language_model"):
         _check_model_source(f"model.{key}", getattr(cfg.model, key, None))
     if cfg.model.tiny is not None and cfg.model.tiny.vision_init is not None:
@@ -123,6 +125,28 @@ def check_config(cfg: TrainConfig) -> Mixture:
     check_kernel_packages(cfg.model)  # the CUDA check waits for the device (apply_kernels)
     deepspeed_json(cfg)
     return mixture
+
+
+def _warn_small_train_splits(cfg: TrainConfig, mixture: Mixture) -> None:
+    """A warning (not an error) per task whose train split has fewer examples than one
+    micro-batch: its examples may repeat within a batch. Not refused: the run is still correct
+    (a small task in a proportional mixture is drawn again across epochs anyway, and a share of
+    a mixed batch may fit its split); tiny smoke-test splits stay usable. Said once (rank 0)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    size = cfg.batch.micro_batch_size
+    for name, rate in mixture.tasks:
+        if rate <= 0:
+            continue
+        dataset = TASKS.get(name).dataset
+        count = load_manifest(cfg.shards, dataset)["splits"].get("train", {}).get("count", 0)
+        if 0 < count < size:
+            warnings.warn(
+                f"task {name!r}: its train split has {count} examples, fewer than "
+                f"batch.micro_batch_size={size}: examples repeat within a batch; lower "
+                f"batch.micro_batch_size (raise batch.grad_accum to keep the batch) or add data",
+                stacklevel=2,
+            )
 
 
 def _check_output_dir(out: Path) -> None:

@@ -3,7 +3,7 @@
 - `finished(cfg)`: a run whose latest checkpoint is at `steps` (or later) says so at once, before
   torch, deepspeed or the model are loaded (generalist.cli.train).
 - `config_changes(ckpt, config)`: every key that differs from the checkpoint's config. The keys
-  of checkpoint_layout.RESUME_KEYS are refused before this (check_resumable); any other change is
+  of checkpoint.RESUME_KEYS are refused before this (check_resumable); any other change is
   accepted and said in one line. `apply_optim_changes` makes the optimizer keys hold: the
   checkpoint's optimizer and scheduler state would otherwise bring back the old lr, betas and
   weight decay (warmup, decay and steps shape the new schedule from the restored step on).
@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generalist.redact import redact_json
 from generalist.tracking.delivery import SET_ASIDE, move_previous, rewind
 from generalist.tracking.mlflow_calls import flatten_params
 from generalist.tracking.tracker import Tracker
-from generalist.train.checkpoint_layout import RESUME_KEYS, check_resumable, resolve_resume
+from generalist.train.checkpoint import RESUME_KEYS, check_resumable, resolve_resume
 from generalist.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(ckpt: Path, config: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """(dotted key, checkpoint's value, this run's value) for every accepted change."""
     saved = _flat(json.loads((ckpt / "trainer.json").read_text())["config"])
-    now = _flat(json.loads(json.dumps(dict(config), default=str)))
+    now = _flat(redact_json(json.loads(json.dumps(dict(config), default=str))))  # type: ignore[arg-type]
     refused = (*RESUME_KEYS, "resume")  # RESUME_KEYS: refused before (check_resumable)
     return [
         (key, saved.get(key), now.get(key))

@@ -16,7 +16,8 @@ from transformers import get_scheduler
 
 from generalist import distributed as dist
 from generalist.batching.collate import Collator
-from generalist.batching.grouping import grouped_batches
+from generalist.batching.grouping import MicroBatch, grouped_batches
+from generalist.batching.packing import check_packable
 from generalist.catalog.mixture import Mixture
 from generalist.catalog.task import TASKS
 from generalist.mixing.stream import MixtureStream, build_stream
@@ -113,7 +114,7 @@ def setup_engine(cfg: TrainConfig, model: torch.nn.Module, precision: str) -> De
 
 def setup_data(
     cfg: TrainConfig, mixture: Mixture, bundle: ModelBundle, start: dict[str, Any] | None
-) -> tuple[MixtureStream, Iterator[tuple[dict[str, Any], dict[str, Any]]]]:
+) -> tuple[MixtureStream, Iterator[MicroBatch]]:
     """This rank's stream and its length-grouped micro-batches, from `start` when resuming.
 
     The stream hands out windows of micro_batch_size x group_by_length examples; each window is
@@ -133,10 +134,14 @@ def setup_data(
         schedule=cfg.schedule,
     )
     collator = Collator(bundle, max_length=cfg.batch.max_length)
+    if cfg.batch.packing:  # before any data is read: a family packing cannot keep exact stops
+        model_type = str(getattr(bundle.base_model.config, "model_type", "?"))
+        check_packable(collator.layout.kind, model_type, cfg.model.attn_implementation)
     # a few examples per task: an empty, truncated or misplaced target stops the run here
     check_token_masks(collator, mixture, cfg.shards, seed=cfg.seed, skip_bad=cfg.skip_bad)
     # A DataLoader iterator draws its workers' base seed from the global torch RNG unless given
     # a generator; that draw would shift a resumed run's dropout masks (exact resume).
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = stream.dataloader(collate_fn=list, generator=generator)
-    return stream, grouped_batches(loader, collator, micro, start)
+    batch = cfg.batch
+    return stream, grouped_batches(loader, collator, micro, start, batch.max_tokens, batch.packing)

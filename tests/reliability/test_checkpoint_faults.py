@@ -23,8 +23,12 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from generalist.train.checkpoint import weights_only_load
-from generalist.train.checkpoint_layout import complete_checkpoints, is_complete
+from generalist.train.checkpoint import (
+    complete_checkpoints,
+    is_complete,
+    weights_only_load,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.slow
 FAULTY = str(Path(__file__).with_name("faulty_train.py"))
@@ -149,6 +153,10 @@ def test_kill_9_in_training_and_in_saves_then_resume(make_config, disk_full_run)
         assert by_step[step][-1] == pytest.approx(loss, abs=1e-6), (step, save_step, kill_at)
     assert latest(root) == root / "step-000012"
     assert not list(root.glob("*.tmp"))
+    # each kill -9 left the run's output_dir lock behind: the next start took it over, saying so
+    taken = config.with_suffix(".out").read_text().count("took over the stale lock")
+    assert taken == 2, config.with_suffix(".out").read_text()[-2000:]
+    assert not (out / "run.lock").exists()
     for checkpoint in complete_checkpoints(root):
         assert_loads(checkpoint)
 
@@ -188,6 +196,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(disk_full_run) ->
     engine = root / "step-000004" / "engine"
     (optim,) = engine.glob("*optim_states.pt")
     optim.write_bytes(_pickle_that_runs(f"touch {marker}"))
+    write_manifest(root / "step-000004")  # whoever can write the file can write its manifest
     result = subprocess.run(
         [sys.executable, FAULTY, str(config)],
         capture_output=True,

@@ -25,10 +25,9 @@ from generalist.batching.losses import example_losses
 from generalist.batching.model_inputs import model_inputs
 from generalist.train.config import load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
-from generalist.train.normalization import target_counts
 from generalist.train.preflight import check_config
 from generalist.train.setup import setup_data, setup_model
-from generalist.train.step import train_window
+from generalist.train.step import target_counts, train_window
 
 MODES = ("global_tokens", "per_example", "micro_batch")
 

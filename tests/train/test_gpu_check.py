@@ -53,6 +53,11 @@ def test_gpu_check_dry_run_prints_and_writes_its_record(tmp_path: Path) -> None:
     # not available on this CPU machine: recorded with their one-line config errors
     assert "config key 'model.attn_implementation'" in runs["flash_attention_2"]["error"]
     assert "config key 'model.liger_kernel'" in runs["liger"]["error"]
+    # packed rows (each example's own M-RoPE index): trains, with less padding than unpacked
+    assert runs["packed"]["ok"], runs["packed"]
+    assert runs["packed"]["padding_fraction"] < runs["zero2"]["padding_fraction"]
+    # no flash-attn here: the varlen run is skipped with that reason
+    assert "needs the flash-attn package" in runs["packed_flash_attention_2"]["error"]
     bench = record["bench"]
     assert bench["tokens_per_s"] > 0 and bench["plain_tokens_per_s"] > 0
     assert set(bench["time_split_s"]) == {"data", "forward", "backward", "optimizer"}

@@ -1,4 +1,4 @@
-"""Loss normalisation over the global batch (generalist.train.normalization): the arithmetic on
+"""Loss normalisation over the global batch (generalist.train.step): the arithmetic on
 one process, and a 2-rank DeepSpeed step with gradient accumulation 4 and uneven target lengths
 whose update equals the gradient of one big batch."""
 
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from generalist.train.normalization import (
+from generalist.train.step import (
     deepspeed_divisor,
     micro_batch_loss,
     step_weights,

@@ -18,9 +18,17 @@ from generalist.batching.losses import example_losses
 from generalist.catalog.loading import import_user_module
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.errors import ConfigError
-from generalist.train.checkpoint_layout import latest_checkpoint, prune, resolve_resume
-from generalist.train.rng_state import rng_state, set_rng_state
+from generalist.train.checkpoint import (
+    latest_checkpoint,
+    prune,
+    resolve_resume,
+    rng_state,
+    set_rng_state,
+    write_manifest,
+)
 from generalist.train.step import LossMeter
+
+from support import TINY_TASKS
 
 
 def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
@@ -28,6 +36,7 @@ def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
     (path / "engine").mkdir(parents=True)
     if complete:
         (path / "trainer.json").write_text(json.dumps({"step": 1, "world_size": 1}))
+        write_manifest(path)
     return path
 
 
@@ -36,7 +45,7 @@ def test_latest_pointer_ignores_partial_saves_and_prune_keeps_newest(tmp_path: P
     _fake_checkpoint(root, "step-000004")
     _fake_checkpoint(root, "step-000008")
     _fake_checkpoint(root, "step-000012.tmp", complete=False)  # a save killed midway
-    _fake_checkpoint(root, "step-000010", complete=False)  # renamed dirs always have trainer.json
+    _fake_checkpoint(root, "step-000010", complete=False)  # no manifest: damaged
     (root / "latest").write_text("step-000008\n")
     assert latest_checkpoint(root) == root / "step-000008"
     assert resolve_resume("auto", root) == root / "step-000008"
@@ -109,7 +118,7 @@ class _FakeCollator:
 def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> None:
     from generalist.mixing.stream import build_stream
 
-    import_user_module(str(Path(__file__).with_name("tiny_tasks.py")))
+    import_user_module(str(TINY_TASKS))
     mixture = mixture_from_rates("t", {"train_colors": 1.0, "train_words": 1.0})
 
     def batches(start=None):
@@ -136,12 +145,13 @@ def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> 
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path, tiny_config) -> None:
-    from generalist.train.checkpoint_layout import check_resumable
+    from generalist.train.checkpoint import check_resumable
     from generalist.train.config import load_config
 
     cfg = load_config(tiny_config()).model_dump(mode="json")
     path = _fake_checkpoint(tmp_path, "step-000004")
     (path / "trainer.json").write_text(json.dumps({"step": 4, "world_size": 2, "config": cfg}))
+    write_manifest(path)
     check_resumable(path, {**cfg, "steps": 99})  # more steps: fine
     changed = load_config(tiny_config(), ["model.tiny.hidden_size=64"]).model_dump(mode="json")
     with pytest.raises(ConfigError) as err:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import get_scheduler
 
+from generalist.train.checkpoint import write_manifest
 from generalist.train.config import load_config
 from generalist.train.resume import (
     apply_optim_changes,
@@ -27,6 +28,7 @@ def _checkpoint(root: Path, step: int, config: dict) -> Path:
     path.mkdir(parents=True)
     meta = {"step": step, "world_size": 1, "config": config}
     (path / "trainer.json").write_text(json.dumps(meta))
+    write_manifest(path)  # written last: the checkpoint is complete
     (root / "checkpoints" / "latest").write_text(path.name + "\n")
     return path
 

@@ -1,0 +1,61 @@
+"""2-rank DeepSpeed runs (ZeRO-2, ZeRO-3) packed give the unpacked run's losses over 20 steps
+within 1e-4: one launch per stage (tests/train/packed_ranks.py runs both, in turn)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_packed_two_ranks_follow_the_unpacked_losses(tiny_config, stage) -> None:
+    # image and text-only tasks; micro-batches of 4 whole examples, each packed into one row
+    config = tiny_config(
+        f"packed{stage}.yaml",
+        deepspeed=stage,
+        tasks={"train_colors": 1.0, "train_lists": 1.0},
+        schedule="iid",
+        steps=20,
+        **{"lora.enabled": True, "lora.dropout": 0.0, "optim.lr": 1e-2},
+        **{"batch.micro_batch_size": 4, "batch.grad_accum": 2, "batch.group_by_length": 1},
+        **{"batch.max_tokens": 512, "checkpoint.every": 0},
+    )
+    out = config.with_name("packed.json")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    deepspeed = str(Path(sys.executable).parent / "deepspeed")
+    cmd = [deepspeed, "--num_gpus", "2", "--master_port", str(port)]
+    cmd += [str(HERE / "packed_ranks.py"), str(config), str(out)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        text=True,
+    )  # fmt: skip
+    try:
+        log, _ = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, log[-4000:]
+    result = json.loads(out.read_text())
+    unpacked, packed = result["unpacked"], result["packed"]
+    assert (
+        sorted(unpacked, key=int) == [str(s) for s in range(1, 21)]
+        and packed.keys() == unpacked.keys()
+    )
+    for step, loss in unpacked.items():
+        assert packed[step] == pytest.approx(loss, rel=1e-4), (step, packed, unpacked)
+    assert unpacked["20"] < unpacked["1"] - 0.1  # it learns: the comparison is not of constants
+    assert result["padding"]["packed"] < result["padding"]["unpacked"]
