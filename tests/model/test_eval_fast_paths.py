@@ -4,31 +4,29 @@ on an image example and a text-only one (its dummy image), with options of diffe
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-from generalist.catalog.loading import import_user_module
 from generalist.eval.generation import HFPredictor
 from generalist.model.build import build_model
 from generalist.model.config import LoraSettings, ModelConfig
 
-HERE = Path(__file__).parent
 OPTIONS = ("red", "blue", "green circle", "no", "yes", "a red triangle", "circle", "rectangle")
 # family -> (tiny helper module, its saver, saver keyword arguments)
 SAVED = {
-    "paligemma": ("tiny_vlms.py", "save_tiny_paligemma", {}),
-    "qwen2_vl": ("tiny_vlms.py", "save_tiny_qwen2_vl", {}),
-    "gemma3": ("tiny_families_a.py", "save_tiny_gemma3", {}),
-    "qwen2_5_vl": ("tiny_families_a.py", "save_tiny_qwen_vl", {"kind": "qwen2_5_vl"}),
-    "qwen3_vl": ("tiny_families_a.py", "save_tiny_qwen_vl", {"kind": "qwen3_vl"}),
-    "mllama": ("tiny_families_a.py", "save_tiny_mllama", {}),
-    "idefics3": ("tiny_families_b.py", "save_tiny_idefics3", {}),
-    "smolvlm": ("tiny_families_b.py", "save_tiny_smolvlm", {}),
-    "llava_next": ("tiny_families_b.py", "save_tiny_llava_next", {}),
-    "llava_onevision": ("tiny_families_b.py", "save_tiny_llava_onevision", {}),
+    "paligemma": ("tiny_paligemma_qwen2_vl", "save_tiny_paligemma", {}),
+    "qwen2_vl": ("tiny_paligemma_qwen2_vl", "save_tiny_qwen2_vl", {}),
+    "gemma3": ("tiny_gemma3_qwen_mllama", "save_tiny_gemma3", {}),
+    "qwen2_5_vl": ("tiny_gemma3_qwen_mllama", "save_tiny_qwen_vl", {"kind": "qwen2_5_vl"}),
+    "qwen3_vl": ("tiny_gemma3_qwen_mllama", "save_tiny_qwen_vl", {"kind": "qwen3_vl"}),
+    "mllama": ("tiny_gemma3_qwen_mllama", "save_tiny_mllama", {}),
+    "idefics3": ("tiny_idefics3_smolvlm_llava_next", "save_tiny_idefics3", {}),
+    "smolvlm": ("tiny_idefics3_smolvlm_llava_next", "save_tiny_smolvlm", {}),
+    "llava_next": ("tiny_idefics3_smolvlm_llava_next", "save_tiny_llava_next", {}),
+    "llava_onevision": ("tiny_idefics3_smolvlm_llava_next", "save_tiny_llava_onevision", {}),
 }
 
 
@@ -36,7 +34,7 @@ def _bundle(family, tmp_path, make_bundle, h):
     if family in ("llava", "blip2"):
         return make_bundle(tiny={"architecture": family} if family == "blip2" else None)
     helper, saver, kwargs = SAVED[family]
-    module = import_user_module(str(HERE / helper))
+    module = importlib.import_module(f"support.{helper}")
     path = getattr(module, saver)(tmp_path / family, h.corpus, **kwargs)
     cfg = ModelConfig.parse({"name_or_path": str(path)})
     return build_model(cfg, LoraSettings.parse({"r": 4, "dropout": 0.0}))
