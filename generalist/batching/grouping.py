@@ -72,8 +72,11 @@ def grouped_batches(
                 f"the saved world size and batch, or from a checkpoint at a window's end"
             )
     window_state = loader.state_dict()
+    # skip_bad: an example whose image does not decode is dropped from its window, counted with
+    # the stream's bad samples; the window's cut (and so the saved position) stays deterministic
+    on_bad = loader.stream.note_bad if loader.stream.skip_bad else None
     for window in loader:
-        encoded = collator.encode_many(window)  # batched processor calls: ~2x faster
+        encoded = collator.encode_many(window, on_bad)  # batched processor calls: ~2x faster
         batches = cut_window(encoded, collator, micro, max_tokens, packing)
         for done, batch in enumerate(batches, 1):
             if done > skip:
