@@ -120,3 +120,114 @@ def test_skip_bad_in_training_counts_every_workers_skips(
     skipped = [json.loads(line)["data/skipped_samples"] for line in lines]
     first, both = windows[0].count(bad), windows[0].count(bad) + windows[1].count(bad)
     assert first >= 1 and skipped == [first, first, both, both], (bad, windows, skipped)
+
+
+def corrupt_pixels(png: bytes) -> bytes:
+    """The PNG with its deflate stream zeroed and the IDAT checksum recomputed: a valid
+    signature, header and end marker (the shard reader's checks pass), pixels that do not
+    decode."""
+    import struct
+    import zlib
+
+    at = png.index(b"IDAT") - 4
+    (size,) = struct.unpack(">I", png[at : at + 4])
+    body = png[at + 8 : at + 10] + bytes(size - 2)  # the zlib header kept, the stream zeros
+    chunk = struct.pack(">I", size) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    return png[:at] + chunk + png[at + 12 + size :]
+
+
+def decompression_bomb() -> bytes:
+    """A real one: a 20000 x 20000 PNG of 48 kB that decodes to 1.2 GB of RGB."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+BOMB_KEY = "000000015"
+
+
+def damage_pixels(root: Path) -> tuple[Path, dict[str, str]]:
+    """Sample KEY of SHARD gets undecodable pixels, sample BOMB_KEY a decompression bomb; the
+    shard's tar and sample checks still pass. Returns the shard and {record id: key}."""
+    shard = root / "train_colors" / SHARD
+    with tarfile.open(shard) as tar:
+        png = tar.extractfile(f"{KEY}.0.png").read()
+    rewrite(shard, {f"{KEY}.0.png": corrupt_pixels(png), f"{BOMB_KEY}.0.png": decompression_bomb()})
+    return shard, {"train-c12": KEY, "train-c15": BOMB_KEY}
+
+
+def test_undecodable_pixels_and_bombs_name_shard_and_key_or_drop_with_exact_resume(
+    root, shard_root, tmp_path, config_dict
+) -> None:
+    """Through the training data path (setup_data: preflight, stream, length-grouped windows,
+    the collator): pixels that fail to decode and a decompression bomb stop with one line naming
+    shard and key; with skip_bad both examples are dropped from their micro-batches, counted in
+    data/skipped_samples and named in warnings, every other example arrives as in a clean run,
+    and a resume from any position after (or inside the window of) a bad sample continues
+    exactly."""
+    import warnings
+
+    import torch
+
+    from generalist.train.config import TrainConfig
+    from generalist.train.setup import setup_data, setup_model
+    from generalist.train.step import data_metrics
+
+    shard, bad = damage_pixels(root)
+
+    def run(shards: Path, skip_bad: bool) -> tuple[TrainConfig, object]:
+        overrides = {"skip_bad": skip_bad, "verify_shards": False}
+        cfg = TrainConfig.model_validate(config_dict(shards, tmp_path / "run", **overrides))
+        return cfg, check_config(cfg)
+
+    cfg, mixture = run(shard_root, False)
+    bundle = setup_model(cfg, mixture)
+    steps = 24  # 96 examples: every colour record about twice
+
+    def batches(cfg: TrainConfig, shards: Path, start=None, n: int = steps):
+        stream, it = setup_data(cfg.model_copy(update={"shards": shards}), mixture, bundle, start)
+        return stream, list(itertools.islice(it, n))
+
+    _, clean = batches(cfg, shard_root)
+    met = [i for m in clean for i in m.batch["example_ids"] if i in bad]
+    assert set(met) == set(bad)  # both bad records come up in the run
+
+    # without skip_bad: the first bad example met stops, in one line naming shard and key
+    first = bad[met[0]]
+    with pytest.raises(DataError) as err:
+        batches(cfg, root)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith(f"shard {shard} sample {first}: task 'train_colors' example ")
+    assert ("cannot be decoded" if first == KEY else "above model.max_image_pixels") in line
+
+    # with skip_bad: dropped, counted and named; everything else as in the clean run
+    cfg, _ = run(root, True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        stream, skipped = batches(cfg, root)
+    lines = [str(w.message) for w in seen if "skipped bad sample" in str(w.message)]
+    assert len(lines) == len(met) == stream.skipped
+    for record, key in bad.items():
+        where = f"shard {shard} sample {key}: task 'train_colors' example '{record}': image 0 "
+        assert sum(where in x for x in lines) == met.count(record)
+    assert all("cannot be decoded" in x for x in lines if f"sample {KEY}:" in x)
+    assert all("20000 x 20000 = 400,000,000 pixels" in x for x in lines if BOMB_KEY in x)
+    assert data_metrics(stream, True, torch.device("cpu"))["data/skipped_samples"] == len(met)
+    # a window (2 micro-batches here) is regrouped by length without its bad examples
+    for n in range(0, steps, 2):
+        got = [i for m in skipped[n : n + 2] for i in m.batch["example_ids"]]
+        want = [i for m in clean[n : n + 2] for i in m.batch["example_ids"] if i not in bad]
+        assert sorted(got) == sorted(want)
+
+    # resume exactness: from the positions before, inside and after the first drop's window
+    at = next(n for n, m in enumerate(clean) if set(m.batch["example_ids"]) & set(bad))
+    for n in range(max(0, at - 1), min(at + 3, steps - 2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, resumed = batches(cfg, root, skipped[n].position, steps - n - 1)
+        for a, b in zip(resumed, skipped[n + 1 :]):
+            assert a.batch["example_ids"] == b.batch["example_ids"]
+            assert torch.equal(a.batch["input_ids"], b.batch["input_ids"])
+            assert torch.equal(a.batch["pixel_values"], b.batch["pixel_values"])
