@@ -226,7 +226,8 @@ def test_undecodable_pixels_and_bombs_name_shard_and_key_or_drop_with_exact_resu
     for n in range(max(0, at - 1), min(at + 3, steps - 2)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, resumed = batches(cfg, root, skipped[n].position, steps - n - 1)
+            again, resumed = batches(cfg, root, skipped[n].position, steps - n - 1)
+        assert again.skipped == stream.skipped  # the count resumes exactly too
         for a, b in zip(resumed, skipped[n + 1 :]):
             assert a.batch["example_ids"] == b.batch["example_ids"]
             assert torch.equal(a.batch["input_ids"], b.batch["input_ids"])
