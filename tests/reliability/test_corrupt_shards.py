@@ -122,44 +122,20 @@ def test_skip_bad_in_training_counts_every_workers_skips(
     assert first >= 1 and skipped == [first, first, both, both], (bad, windows, skipped)
 
 
-def corrupt_pixels(png: bytes) -> bytes:
-    """The PNG with its deflate stream zeroed and the IDAT checksum recomputed: a valid
-    signature, header and end marker (the shard reader's checks pass), pixels that do not
-    decode."""
-    import struct
-    import zlib
-
-    at = png.index(b"IDAT") - 4
-    (size,) = struct.unpack(">I", png[at : at + 4])
-    body = png[at + 8 : at + 10] + bytes(size - 2)  # the zlib header kept, the stream zeros
-    chunk = struct.pack(">I", size) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
-    return png[:at] + chunk + png[at + 12 + size :]
-
-
-def decompression_bomb() -> bytes:
-    """A real one: a 20000 x 20000 PNG of 48 kB that decodes to 1.2 GB of RGB."""
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(out, format="PNG", compress_level=9)
-    return out.getvalue()
-
-
 BOMB_KEY = "000000015"
 
 
-def damage_pixels(root: Path) -> tuple[Path, dict[str, str]]:
+def damage_pixels(root: Path, damage_image) -> tuple[Path, dict[str, str]]:
     """Sample KEY of SHARD gets undecodable pixels, sample BOMB_KEY a decompression bomb; the
     shard's tar and sample checks still pass. Returns the shard and {record id: key}."""
     shard = root / "train_colors" / SHARD
-    with tarfile.open(shard) as tar:
-        png = tar.extractfile(f"{KEY}.0.png").read()
-    rewrite(shard, {f"{KEY}.0.png": corrupt_pixels(png), f"{BOMB_KEY}.0.png": decompression_bomb()})
+    damage_image(shard, KEY, "pixels")
+    damage_image(shard, BOMB_KEY, "bomb")
     return shard, {"train-c12": KEY, "train-c15": BOMB_KEY}
 
 
 def test_undecodable_pixels_and_bombs_name_shard_and_key_or_drop_with_exact_resume(
-    root, shard_root, tmp_path, config_dict
+    root, shard_root, tmp_path, config_dict, damage_image
 ) -> None:
     """Through the training data path (setup_data: preflight, stream, length-grouped windows,
     the collator): pixels that fail to decode and a decompression bomb stop with one line naming
@@ -175,7 +151,7 @@ def test_undecodable_pixels_and_bombs_name_shard_and_key_or_drop_with_exact_resu
     from generalist.train.setup import setup_data, setup_model
     from generalist.train.step import data_metrics
 
-    shard, bad = damage_pixels(root)
+    shard, bad = damage_pixels(root, damage_image)
 
     def run(shards: Path, skip_bad: bool) -> tuple[TrainConfig, object]:
         overrides = {"skip_bad": skip_bad, "verify_shards": False}
