@@ -4,14 +4,16 @@
                                 `resume: auto`; a full disk during a save; a checkpoint file
                                 crafted to run code when unpickled
     test_corrupt_shards.py      a shard changed after writing (sha256), bad image bytes,
-                                pickle payloads and unknown members in a shard
+                                pickle payloads and unknown members in a shard; undecodable
+                                pixels and a decompression bomb through the collator
     test_cli_errors.py          bad configs and command lines of every kind: one line, exit 2
     test_tracking_outage.py     the MLflow server goes away mid-run; `generalist sync`
     test_guards.py              in one process: damaged checkpoints and the manifest, resume=none,
                                 a full disk per writer, the output_dir lock, redaction, the SLURM
                                 script's signals, image size limits, YAML keys, small splits
     test_long_runs.py           trained: preemption + exact resume (2 ranks), secrets in every
-                                file and line of a run, non-finite stop and skip
+                                file and line of a run, non-finite stop and skip, bad images
+                                with and without skip_bad + exact resume (2 ranks)
 
 Covered elsewhere and not repeated here: two-rank kill -9 between saves + exact resume
 (tests/train/test_runs.py), truncated tar / bad JSON / missing member with skip_bad and exact

@@ -10,6 +10,9 @@ preempted   2 ranks; SIGUSR1 to both ranks mid-run (what launch/slurm.sbatch for
 non-finite  1 process, optim.lr=1e30: a run refused by a live lock first (exit 2, one line);
             then the default stop (exit 3, one line naming step and tasks, no checkpoint of
             the poisoned state, no null in metrics.jsonl); then optim.nonfinite=skip
+bad images  undecodable pixels and a decompression bomb: 1 process without skip_bad (exit 2,
+            one line naming shard and key); 2 ranks with skip_bad, uninterrupted and resumed
+            from the checkpoint between the two bad samples: equal losses and counts
 """
 
 from __future__ import annotations
