@@ -7,4 +7,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 ruff check .
 ruff format --check .
 vulture  # dead code: pyproject.toml's [tool.vulture] says where and what it may ignore
-python -m pytest "$@"
+# every test, the slow DeepSpeed launches included (plain `pytest` deselects marker `slow`)
+python -m pytest -m "slow or not slow" "$@"

@@ -21,10 +21,13 @@ get_rope_index, restarted per example, beside the text positions (`[4, rows, wid
 Gemma 3: each image's soft tokens attend both ways inside their image, causal elsewhere, in
 both of its layer types' masks (full and sliding window), built here per example.
 
-Families whose image inputs are not per token in row order (Mllama's cross-attention, the
-per-row tiles of Idefics3 / LLaVA-NeXT / OneVision), prefix-LM PaliGemma, encoder-decoder
-BLIP-2, and the flash-attention kernel, are refused by `check_packable` with a ConfigError
-naming the key.
+LLaVA-NeXT / OneVision (anyres) and Idefics3 / SmolVLM (tiled): the model scatters each
+image's features into its image tokens in order and computes each image's tiles from its own
+image_sizes (and OneVision's batch_num_images, one count per example), so each example's own
+tensors, joined in row order, are exact. PaliGemma: prefix-LM mask per example (`prefix_lm`).
+
+Mllama (a cross-attention mask and images per row, not per token), encoder-decoder BLIP-2, and
+the flash-attention kernel are refused by `check_packable` with a ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from generalist.batching.tiled_images import join_images
 from generalist.errors import ConfigError, DataError
 
 # the token layouts (generalist.batching.token_layout kinds) whose packing is exact
-PACKABLE_KINDS = ("default", "text", "mrope", "gemma3")
+PACKABLE_KINDS = ("default", "text", "mrope", "gemma3", "anyres", "tiled", "paligemma")
 # M-RoPE's rope index of one example: transformers' get_rope_index(input_ids [1, n],
 # mm_token_type_ids=..., image_grid_thw=...) -> ([3, 1, n] positions, deltas)
 RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -78,6 +81,9 @@ def packing_options(model: torch.nn.Module, kind: str, soft_token_id: int | None
     if kind == "gemma3":
         text = model.config.get_text_config()
         return {"image_block_token": soft_token_id, "sliding_window": text.sliding_window}
+    if kind == "paligemma":  # PaliGemma 2's Gemma 2 text model has sliding-window layers too
+        text = model.config.get_text_config()
+        return {"prefix_lm": True, "sliding_window": getattr(text, "sliding_window", None)}
     return {}
 
 
@@ -138,6 +144,7 @@ def pack_batch(
     rope_index: RopeIndex | None = None,
     image_block_token: int | None = None,
     sliding_window: int | None = None,
+    prefix_lm: bool = False,
 ) -> dict[str, Any]:
     """A packed micro-batch from its rows' encoded examples (training layout only).
 
@@ -155,6 +162,11 @@ def pack_batch(
     window): an image's soft tokens also attend to each other both ways, as the model's own
     mask does; attention_mask is then the model's per-layer-type dict ("full_attention",
     "sliding_attention": the same, and q - k < sliding_window).
+
+    PaliGemma (`prefix_lm`): each example's prompt (its images, bos, prompt and "\n") attends
+    both ways inside the example, its target causally, as the model's token_type_ids mask does
+    unpacked; positions restart at 1 (PaliGemma counts from 1); token_type_ids 1 on targets.
+    With a text config's `sliding_window` (PaliGemma 2) the mask is the per-layer-type dict.
     """
     mrope = layout_kind == "mrope"
     if mrope and any(e.images and not e.has_dummy for row in rows for e in row):
@@ -168,6 +180,7 @@ def pack_batch(
     labels = torch.full((n_rows, width), IGNORE_INDEX, dtype=torch.long)
     positions = torch.zeros((4 if mrope else 1, n_rows, width), dtype=torch.long)
     index = torch.full((n_rows, width), -1, dtype=torch.long)
+    types = torch.zeros((n_rows, width), dtype=torch.long)  # PaliGemma: 1 on targets
     allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
     examples: list[Encoded] = []
     real = 0
@@ -180,7 +193,7 @@ def pack_batch(
             ids[r, start + body : end] = torch.tensor(e.dummy, dtype=torch.long)
             labels[r, start : start + body] = torch.tensor(e.labels)
             labels[r, start] = IGNORE_INDEX  # as unpacked: no token predicts a row's first
-            positions[:, r, start:end] = torch.arange(n)
+            positions[:, r, start:end] = torch.arange(n) + (1 if prefix_lm else 0)
             if mrope and e.images and not e.has_dummy:
                 assert rope_index is not None  # an mrope layout always has one
                 body_ids = torch.tensor([e.input_ids])
@@ -196,6 +209,9 @@ def pack_batch(
             causal = torch.ones((n, n), dtype=torch.bool).tril()
             if image_block_token is not None:  # Gemma 3: each image's run both ways
                 causal |= _same_image_run(e.input_ids + e.dummy, image_block_token)
+            if prefix_lm:  # PaliGemma: the prompt both ways (the target sees it all anyway)
+                causal[: e.prompt_length, : e.prompt_length] = True
+                types[r, start + e.prompt_length : start + body] = 1
             causal[:, body:] = False
             allowed[r, start:end, start:end] = causal
             allowed[r, range(start + body, end), range(start + body, end)] = True
@@ -204,14 +220,17 @@ def pack_batch(
             start = end
         allowed[r, range(start, width), range(start, width)] = True  # padding: itself
     mask: torch.Tensor | dict[str, torch.Tensor] = _additive(allowed)
-    if image_block_token is not None:
+    if image_block_token is not None or (prefix_lm and sliding_window is not None):
         mask = {"full_attention": mask}
         if sliding_window is not None:
             i = torch.arange(width)
             near = (i[:, None] - i[None, :]) < sliding_window
             # padding keeps its own position (q - k = 0), so no softmax row is empty
             mask["sliding_attention"] = _additive(allowed & near)
+    if image_block_token is not None:
         batch_types = {"token_type_ids": (ids == image_block_token).to(torch.long)}
+    elif prefix_lm:
+        batch_types = {"token_type_ids": types}
     else:
         batch_types = {}
     batch: dict[str, Any] = {

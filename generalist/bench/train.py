@@ -3,6 +3,7 @@
     generalist bench train                      # shards a slice of easy-vqa into a temp dir
     generalist bench train --shards demo_out/shards --steps 20 --micro-batch-size 16 --group 16
     generalist bench train --config run.yaml [key=value ...]   # any training config's model/data
+    generalist bench train --mixture spread     # MultiMedBench's length spread, built here
 
 Both loops train the same model (by default a tiny LLaVA, 2+2 layers, width 64, on the demo
 mixture; with --config that config's model, LoRA, data and batch) from the same initial weights,
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from generalist import distributed as dist
 from generalist.batching.collate import Collator
@@ -49,6 +51,7 @@ from generalist.catalog.loading import load_catalog
 from generalist.catalog.mixture import Mixture
 from generalist.mixing.stream import build_stream
 from generalist.model.bundle import ModelBundle
+from generalist.shards.writer import write_dataset
 from generalist.train import flops
 from generalist.train.config import TrainConfig, load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
@@ -133,8 +136,97 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="tokens per micro-batch of the token-budget and packed loops (0: micro-batch size x "
         "max_length); those loops take 4 x --micro-batch-size examples at most",
     )
+    parser.add_argument(
+        "--mixture",
+        choices=("demo", "spread"),
+        default="demo",
+        help="demo: easy-vqa (one image, short answers); spread: MultiMedBench's length spread "
+        "built here (one-word VQA, long two-image reports, text-only summaries)",
+    )
     parser.add_argument("--verbose", action="store_true", help="the libraries' own logs")
     return parser.parse_args(argv)
+
+
+SPREAD_TEXT = (
+    "the lungs are clear no effusion or pneumothorax heart size is normal mediastinal contours "
+    "stable mild degenerative change of the spine no focal consolidation small calcified "
+    "granuloma in the left upper lobe unchanged from prior study"
+)
+
+
+def write_spread_data(root: Path, n: int) -> Path:
+    """A tiny mixture with MultiMedBench's length spread, as own tasks (docs/own_data.md): a
+    one-word VQA answer on one image, a long findings report on two images, a text-only
+    summary of a long note; `n` rows each, images of random colours. Returns the YAML."""
+    import csv
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(0)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+
+    def image(name: str) -> str:
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        Image.new("RGB", (64, 64), colour).save(root / "img" / name)
+        return f"img/{name}"
+
+    vocabulary = SPREAD_TEXT.split()
+
+    def words(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(vocabulary) for _ in range(rng.randint(lo, hi)))
+
+    rows = {
+        "vqa": [
+            (image(f"v{i}.png"), "is there an effusion?", rng.choice(["yes", "no"]))
+            for i in range(n)
+        ],
+        "report": [
+            (f"{image(f'a{i}.png')};{image(f'b{i}.png')}", "", words(40, 120)) for i in range(n)
+        ],
+        "summary": [("", words(60, 140), words(5, 15)) for _ in range(n)],
+    }
+    for name, table in rows.items():
+        with open(root / f"{name}.csv", "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["image", "text", "answer", "split"])
+            out.writerows([*r, "train"] for r in table)
+    declared = root / "spread.yaml"
+
+    def task(name: str, kind: str, rate: float, fields: dict[str, str], words: str) -> dict:
+        data = f"{name.removeprefix('spread_')}.csv"
+        own = {"name": name, "kind": kind, "data": data, "rate": rate, "shots": 0}
+        return own | {"fields": fields | {"split": "split"}, "instructions": [words]}
+
+    declarations = {
+        "own_tasks": [
+            task(
+                "spread_vqa",
+                "vqa",
+                0.5,
+                {"image": "image", "question": "text", "answer": "answer"},
+                "Answer the question about the image.",
+            ),
+            task(
+                "spread_report",
+                "report_generation",
+                0.25,
+                {"image": "image", "report": "answer"},
+                "Write the findings of the two views.",
+            ),
+            task(
+                "spread_summary",
+                "summarization",
+                0.25,
+                {"context": "text", "answer": "answer"},
+                "Summarize the clinical note.",
+            ),
+        ],
+        "own_mixture": {"name": "spread"},
+    }
+    declared = root / "spread.yaml"
+    declared.write_text(yaml.safe_dump(declarations))
+    return declared
 
 
 def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
@@ -147,10 +239,13 @@ def bench_config(shards: Path, out: Path, args: argparse.Namespace) -> TrainConf
         return cfg.model_copy(update=update)
     tiny = {"vision_layers": 2, "text_layers": 2, "hidden_size": 64, "heads": 4}
     tiny |= {"image_size": 64, "patch_size": 16, "vocab_size": 2000}
-    batch = {"micro_batch_size": args.micro_batch_size, "max_length": 192}
+    spread = args.mixture == "spread"
+    batch = {"micro_batch_size": args.micro_batch_size, "max_length": 320 if spread else 192}
+    imports = {"imports": [str(shards.parent / "spread" / "spread.yaml")]} if spread else {}
     return TrainConfig.model_validate(
         {
-            "mixture": "demo",
+            **imports,
+            "mixture": args.mixture,
             "shards": str(shards),
             "output_dir": str(out),
             "model": {"tiny": tiny},
@@ -385,7 +480,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         shards = args.shards
         if shards is None and args.config is None:
             shards = Path(tmp) / "shards"
-            write_demo_shards(shards, args.limit)
+            if args.mixture == "spread":
+                declared = write_spread_data(Path(tmp) / "spread", args.limit)
+                load_catalog([str(declared)])
+                for name in ("spread_vqa", "spread_report", "spread_summary"):
+                    write_dataset(name, None, shards, splits=["train"], image_size=64,
+                                  progress=False)  # fmt: skip
+            else:
+                write_demo_shards(shards, args.limit)
         cfg = bench_config(shards or Path(tmp), Path(tmp) / "run", args)
         mixture = check_config(cfg)
         device = dist.init_distributed()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from generalist.catalog.kinds import KINDS, TaskKind
 from generalist.catalog.loading import load_builtins
 from generalist.catalog.parts import PromptParts
 from generalist.catalog.records import ChatTurns, Example, Record
@@ -35,22 +36,8 @@ IMAGE_TOKEN = "<image>"
 IMAGE_PLACEHOLDER = "<img>"
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# Metric names each kind reports; the evaluation module implements them under these keys.
-KIND_METRICS: dict[str, tuple[str, ...]] = {
-    "vqa": ("bleu1", "token_f1", "exact_match"),
-    "classification": ("accuracy", "macro_f1", "macro_auc"),
-    "report_generation": ("bleu1", "bleu4", "rouge_l", "cider_d", "meteor"),
-    "summarization": ("rouge_l", "bleu"),
-    "medical_qa": ("accuracy",),
-}
-# The metric a leaderboard ranks each kind by (the first one Med-PaLM M's Table 2 reports).
-KIND_PRIMARY: dict[str, str] = {
-    "vqa": "bleu1",
-    "classification": "macro_auc",
-    "report_generation": "bleu1",
-    "summarization": "rouge_l",
-    "medical_qa": "accuracy",
-}
+# Metric names of each kind (generalist.catalog.kinds, the one table), for task modules.
+KIND_METRICS: dict[str, tuple[str, ...]] = {k: spec.metrics for k, spec in KINDS.items()}
 
 
 def normalize_text(text: str) -> str:
@@ -67,11 +54,13 @@ class Task:
     instructions: paraphrases of the instruction; training samples one per example with the
         stream's rng, evaluation uses `instructions[0]` unless told otherwise.
     shots: exemplars per prompt (0, 1 or 2), drawn from the train split only.
+    max_new_tokens: the generation budget at evaluation (None: the kind's, see
+        generalist.catalog.kinds).
     train_split: None for evaluation-only tasks (PubMedQA).
     """
 
     name: str
-    kind: str
+    kind: TaskKind
     dataset: str
     instructions: tuple[str, ...]
     parts: Callable[[Mapping[str, Any]], PromptParts]
@@ -84,28 +73,36 @@ class Task:
     train_split: str | None = "train"
     eval_split: str = "test"
     version: int = 1
+    max_new_tokens: int | None = None
     description: str = ""
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r}"
-        if self.kind not in KIND_METRICS:
+        if self.kind not in KINDS:
+            raise GeneralistError(f"{where}: unknown kind {self.kind!r}; one of {list(KINDS)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise GeneralistError(
-                f"{where}: unknown kind {self.kind!r}; one of {list(KIND_METRICS)}"
+                f"{where}: max_new_tokens must be >= 1, got {self.max_new_tokens}"
             )
         if not self.instructions or not all(isinstance(i, str) and i for i in self.instructions):
             raise GeneralistError(f"{where}: give at least one non-empty instruction string")
         if self.shots not in (0, 1, 2):
             raise GeneralistError(f"{where}: shots must be 0, 1 or 2, got {self.shots!r}")
-        if self.kind == "classification" and len(self.labels) < 2:
+        if KINDS[self.kind].class_labels and len(self.labels) < 2:
             raise GeneralistError(f"{where}: a classification task lists its labels (>= 2)")
         if not self.metrics:
-            object.__setattr__(self, "metrics", KIND_METRICS[self.kind])
+            object.__setattr__(self, "metrics", KINDS[self.kind].metrics)
         if not self.primary_metric:
-            object.__setattr__(self, "primary_metric", KIND_PRIMARY[self.kind])
+            object.__setattr__(self, "primary_metric", KINDS[self.kind].primary)
         if self.primary_metric not in self.metrics:
             raise GeneralistError(f"{where}: primary_metric {self.primary_metric!r} not in metrics")
+
+    @property
+    def generation_budget(self) -> int:
+        """max_new_tokens at evaluation: the task's own, else its kind's."""
+        return self.max_new_tokens or KINDS[self.kind].max_new_tokens
 
     def parts_of(self, record: Record) -> PromptParts:
         """PromptParts of a record, with a clear error naming the record when a field is missing."""

@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "stream": "examples/s reading a mixture stream from shards",
     "mixer": "the mixer at world 8/64/256, simulated: per-rank rates, reads per record, resume",
     "train": "training tokens/s, padding and MFU vs a plain DeepSpeed loop (tiny model)",
+    "evaluate": "evaluation examples/s per kind vs the naive path (tiny model; ZeRO-3 on 2 ranks)",
     "gpu_check": "the prepared GPU check (launch/gpu_check.sh): ZeRO-2/3, resume, MFU",
 }
 

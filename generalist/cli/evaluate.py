@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, help="default: every record of the split")
     parser.add_argument("--ablations", nargs="*", default=[], choices=ABLATIONS)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="default: each task's (its kind's unless it sets one)"
+    )
     parser.add_argument(
         "--prompt-format",
         choices=("raw", "chat"),

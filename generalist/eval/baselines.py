@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
+from generalist.catalog.kinds import KINDS
 from generalist.catalog.records import Record
 from generalist.catalog.task import Task
 from generalist.eval.metrics.choice import condition_spec
@@ -23,10 +24,11 @@ def majority_answer(
     parts = [task.parts_of(r) for r in records]
     targets = [task.postprocess(p.target) for p in parts]
     predictions = [task.postprocess(majority)] * len(parts)
+    kind = KINDS[task.kind]
     kwargs = {}
-    if task.kind == "vqa":
+    if kind.answer_types:
         kwargs["answer_types"] = [str(r.fields.get("answer_type", "")) for r in records]
-    if task.kind == "classification":
+    if kind.class_labels:
         kwargs["labels"] = [task.postprocess(label) for label in task.labels]
         one_hot = [float(label == majority) for label in task.labels]
         kwargs["option_scores"] = [one_hot] * len(parts)

@@ -18,8 +18,12 @@ text (`Task.postprocess`) and logs
     eval/<task>/blank_image/<metric>        ablation blank_image: every image replaced by black
     eval/<task>/template<i>/<metric>        ablation templates: each instruction paraphrase,
     eval/<task>/templates_std/<metric>        and the spread (population std) across them
-and a predictions table per task (id, prompt, target, prediction, score; score = the example's
-token F1 for VQA, exact match for choices, ROUGE-L for free text).
+and a predictions table per task (id, prompt, prompt_format, target, prediction, score; the
+prompt is what the model was fed, the chat rendering in a chat run; score = the example's token
+F1 for VQA, exact match for choices, ROUGE-L for free text: the kind's `example_score`), and
+eval_time/<task>/seconds and eval_time/<task>/examples_per_s (also logged as a line per task).
+Generation runs in batches sorted by prompt length with the task's budget
+(Task.generation_budget); option scores encode each prompt once (generalist.eval.generation).
 Classification and medical QA also get option log-likelihood scores (macro_auc,
 ranked_accuracy); see generalist.eval.generation. A task scored per condition (MIMIC-CXR) also
 logs eval/<task>/<condition>/<metric> (generalist.eval.metrics.choice).
@@ -28,18 +32,22 @@ logs eval/<task>/<condition>/<metric> (generalist.eval.metrics.choice).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
 
+from generalist import distributed
 from generalist.catalog.exemplars import ExemplarPool, format_example
+from generalist.catalog.kinds import KINDS
 from generalist.catalog.records import Example, Record
 from generalist.catalog.task import Task
 from generalist.errors import ConfigError
-from generalist.eval.generation import Predictor, predict_batched, with_blank_images
+from generalist.eval.generation import Predictor, predict_batched, predict_sorted, with_blank_images
 from generalist.eval.metrics.choice import condition_spec
 from generalist.eval.metrics.compute import compute_metrics, finite
 from generalist.eval.metrics.scorers import ScorerConfig, check_scorers
@@ -48,7 +56,8 @@ from generalist.tracking.run_kinds import primary_metric_tags
 from generalist.tracking.tracker import Tracker
 
 ABLATIONS = ("shots0", "shots1", "shots2", "blank_image", "templates")
-OPTION_KINDS = ("classification", "medical_qa")
+EXAMPLE_SCORES = {"token_f1": token_f1, "exact_match": lambda t, p: float(t == p)}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,26 +121,22 @@ def gather_objects(local: list[Any]) -> list[Any]:
     return [item for part in parts for item in part]
 
 
-def _rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def predict(
     task: Task, items: Sequence[EvalExample], predictor: Predictor, batch_size: int
 ) -> list[tuple[str, list[float] | None]]:
-    """(prediction, option scores) for every item, computed across ranks and gathered."""
-    rank, world = _rank_world()
+    """(prediction, option scores) for every item, computed across ranks and gathered.
+
+    Generation runs in batches of similar prompt length (`predict_sorted`; results come back
+    in input order) with the task's budget (`Task.generation_budget`)."""
+    rank, world = distributed.rank(), distributed.world_size()
     share = rank_share(len(items), rank, world)
     examples = [items[i].example for i, _ in share]
-    options = task.kind in OPTION_KINDS and bool(examples) and bool(examples[0].options)
+    options = KINDS[task.kind].option_scoring and bool(examples) and bool(examples[0].options)
     total = len(examples) * (2 if options else 1)  # generation, then option scoring
     desc = f"eval {task.name}"
+    budget = task.generation_budget
     with tqdm(total=total, desc=desc, unit="ex", disable=rank != 0, leave=False) as bar:
-        texts = predict_batched(predictor.generate, examples, batch_size, bar)
+        texts = predict_sorted(predictor, examples, batch_size, budget, bar)
         scores: list[Any] = [None] * len(examples)
         if options:
             scores = predict_batched(predictor.score_options, examples, batch_size, bar)
@@ -147,44 +152,44 @@ def score_task(
     items: Sequence[EvalExample],
     results: Sequence[tuple[str, Any]],
     scorers: ScorerConfig | None = None,
+    predictor: Predictor | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics and per-example rows from predictions (post-processed as the task says)."""
+    """Metrics and per-example rows from predictions (post-processed as the task says).
+
+    The rows' prompt is what the model was fed (`predictor.fed_prompt`: the chat rendering in
+    a chat run), named by `prompt_format`."""
     post = task.postprocess
+    kind = KINDS[task.kind]
     targets = [post(i.example.target) for i in items]
     preds = [post(text) for text, _ in results]
     scores = [s for _, s in results]
-    has_scores = all(s is not None for s in scores) and task.kind in OPTION_KINDS
     kwargs: dict[str, Any] = {}
-    if task.kind == "vqa":
+    if kind.answer_types:
         types = [i.answer_type for i in items]
         kwargs["answer_types"] = types if all(t is not None for t in types) else None
-    if has_scores:
+    if kind.option_scoring and all(s is not None for s in scores):
         kwargs["option_scores"] = scores
-        kwargs["options"] = [[post(o) for o in i.example.options] for i in items]
-    if task.kind == "classification":
-        kwargs.pop("options", None)
+        if not kind.class_labels:  # classification ranks its labels, not per-example options
+            kwargs["options"] = [[post(o) for o in i.example.options] for i in items]
+    if kind.class_labels:
         kwargs["labels"] = [post(label) for label in task.labels]
         if condition_spec(task) is not None:
             kwargs["conditions"] = [i.condition for i in items]
     values = compute_metrics(task, targets, preds, scorers=scorers, **kwargs)
-    rows = []
-    for item, target, pred in zip(items, targets, preds):
-        if task.kind == "vqa":
-            score = token_f1(target, pred)
-        elif task.kind in OPTION_KINDS:
-            score = float(target == pred)
-        else:
-            score = rouge_l([target], [pred])
-        ex = item.example
-        rows.append(
-            {
-                "id": ex.id,
-                "prompt": ex.prompt,
-                "target": ex.target,
-                "prediction": pred,
-                "score": score,
-            }
-        )
+    example_score = EXAMPLE_SCORES.get(kind.example_score, lambda t, p: rouge_l([t], [p]))
+    fed = getattr(predictor, "fed_prompt", None) if predictor is not None else None
+    fmt = getattr(predictor, "prompt_format", "raw") if predictor is not None else "raw"
+    rows = [
+        {
+            "id": item.example.id,
+            "prompt": fed(item.example) if fed is not None else item.example.prompt,
+            "prompt_format": fmt,
+            "target": item.example.target,
+            "prediction": pred,
+            "score": example_score(target, pred),
+        }
+        for item, target, pred in zip(items, targets, preds)
+    ]
     return finite(values), rows
 
 
@@ -200,36 +205,35 @@ def evaluate_task(
     scorers: ScorerConfig | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One task's eval/ metrics (with ablations) and prediction rows; ({}, []) off rank 0."""
-    rank, _ = _rank_world()
 
-    def run(t: Task, template: int = 0, blank: bool = False) -> dict[str, Any]:
+    def run(t: Task, template: int = 0, blank: bool = False) -> tuple[dict, list]:
         items = build_examples(t, records, pool, seed, template, blank)
         results = predict(t, items, predictor, batch_size)
-        values, rows = score_task(t, items, results, scorers) if rank == 0 else ({}, [])
-        return {"values": values, "rows": rows}
+        if not distributed.is_main():
+            return {}, []
+        return score_task(t, items, results, scorers, predictor)
 
-    base = run(task)
-    values = base["values"]
-    prefix = f"eval/{task.name}"
-    out = {f"{prefix}/{k}": v for k, v in values.items()}
+    values, rows = run(task)
+    runs: dict[str, dict[str, float]] = {"": values}
     for name in ablations:
         if name.startswith("shots") and int(name[5:]) != task.shots:
-            extra = run(dataclasses.replace(task, shots=int(name[5:])))["values"]
-            out.update({f"{prefix}/{name}/{k}": v for k, v in extra.items()})
+            runs[f"{name}/"] = run(dataclasses.replace(task, shots=int(name[5:])))[0]
         elif name == "blank_image" and any(r.images for r in records):
-            extra = run(task, blank=True)["values"]
-            out.update({f"{prefix}/blank_image/{k}": v for k, v in extra.items()})
+            runs["blank_image/"] = run(task, blank=True)[0]
         elif name == "templates":
-            per = [values] + [run(task, i)["values"] for i in range(1, len(task.instructions))]
-            for i, v in enumerate(per):
-                out.update({f"{prefix}/template{i}/{k}": x for k, x in v.items()})
-            for key in values:
-                xs = [v[key] for v in per if key in v]
-                mean = sum(xs) / len(xs)
-                out[f"{prefix}/templates_std/{key}"] = math.sqrt(
-                    sum((x - mean) ** 2 for x in xs) / len(xs)
-                )
-    return out, base["rows"]
+            per = [values] + [run(task, i)[0] for i in range(1, len(task.instructions))]
+            runs.update({f"template{i}/": v for i, v in enumerate(per)})
+            runs["templates_std/"] = {
+                key: _std([v[key] for v in per if key in v]) for key in values
+            }
+    prefix = f"eval/{task.name}"
+    return {f"{prefix}/{sub}{k}": v for sub, vals in runs.items() for k, v in vals.items()}, rows
+
+
+def _std(xs: Sequence[float]) -> float:
+    """Population standard deviation (the spread across instruction paraphrases)."""
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs))
 
 
 def evaluate_tasks(
@@ -253,11 +257,13 @@ def evaluate_tasks(
     a leaderboard can rank tasks whose module it has not imported."""
     check_ablations(ablations)
     check_scorers(tasks, scorers)
-    rank, _ = _rank_world()
-    if tracker is not None and rank == 0:
+    main = distributed.is_main()
+    if tracker is not None and main:
         tracker.set_tags(primary_metric_tags(tasks))
     out: dict[str, float] = {}
+    timing: dict[str, float] = {}
     for task in tasks:
+        start = time.perf_counter()
         values, rows = evaluate_task(
             task,
             records[task.name],
@@ -268,9 +274,21 @@ def evaluate_tasks(
             ablations=ablations,
             scorers=scorers,
         )
+        seconds = time.perf_counter() - start
+        n = len(records[task.name])
+        timing[f"eval_time/{task.name}/seconds"] = seconds
+        timing[f"eval_time/{task.name}/examples_per_s"] = n / seconds if seconds > 0 else 0.0
+        if main:
+            log.info(
+                "eval %s: %d examples in %.1f s (%.2f examples/s)",
+                task.name,
+                n,
+                seconds,
+                timing[f"eval_time/{task.name}/examples_per_s"],
+            )
         out.update(values)
         if tracker is not None and rows:
             tracker.log_table(f"predictions/{task.name}/step-{step}", rows)
-    if tracker is not None and rank == 0:
-        tracker.log_metrics(out, step=step)
+    if tracker is not None and main:
+        tracker.log_metrics({**out, **timing}, step=step)
     return out

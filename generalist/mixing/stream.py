@@ -69,7 +69,7 @@ from generalist.mixing.shares import Reader
 from generalist.seeds import stable_seed
 from generalist.shards.cache import ShardCache
 
-__all__ = ["MixtureStream", "StreamConfig", "StreamLoader", "build_stream"]
+__all__ = ["MixtureStream", "StreamLoader", "build_stream"]
 Batch = object  # whatever the collate_fn returns
 
 

@@ -1,11 +1,12 @@
-"""The config key reference of README.md, generated from the pydantic models so it cannot drift.
+"""The config key reference of docs/config.md, generated from the pydantic models so it cannot
+drift.
 
-    python -m generalist.train.config_docs                    # print the table
-    python -m generalist.train.config_docs --write README.md  # replace the block between markers
+    python -m generalist.train.config_docs                         # print the table
+    python -m generalist.train.config_docs --write docs/config.md  # replace the marked block
 
 Every key of TrainConfig (nested sections included) is one row: dotted key, type, default and
 the field's description; path keys say how they are resolved (generalist.train.config_paths).
-tests/train/test_config_docs.py checks that README.md holds exactly this table.
+tests/train/test_config_docs.py checks that docs/config.md holds exactly this table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic_core import PydanticUndefined
 from generalist.train.config import TrainConfig
 from generalist.train.config_paths import KIND_NOTES, PATH_KEYS
 
-BEGIN = "<!-- config-keys: python -m generalist.train.config_docs --write README.md -->"
+BEGIN = "<!-- config-keys: python -m generalist.train.config_docs --write docs/config.md -->"
 END = "<!-- config-keys: end -->"
 
 

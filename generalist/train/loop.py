@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
             bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tokens_per_s=tokens)
         if cfg.eval.every and not stop and (step % cfg.eval.every == 0 or step == cfg.steps):
             # collective (ZeRO-3 forwards): every rank calls it; rank 0 logs eval/<task>/...
-            periodic_evaluation(cfg, bundle, engine.module, step, tracker, eval_cache)
+            periodic_evaluation(cfg, bundle, engine.module, step, tracker, eval_cache, engine)
             meter.restart_clock()
         if stop or step == cfg.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
             config = cfg.model_dump(mode="json")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from sklearn.metrics import classification_report, f1_score
 
-from generalist.catalog.loading import import_user_module
 from generalist.catalog.task import TASKS
 from generalist.errors import ConfigError
 from generalist.eval.metrics.chexbert_scorer import (
@@ -28,7 +27,7 @@ from generalist.eval.metrics.tokenizer_compat import Transformers4Tokenizer
 
 pytest.importorskip("f1chexbert")
 pytest.importorskip("radgraph")
-models = import_user_module(str(Path(__file__).parent / "clinical_models.py"))
+from support import clinical_models as models
 
 REPORTS = [
     "the heart size is normal . the lungs are clear",

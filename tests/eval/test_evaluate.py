@@ -19,8 +19,9 @@ from generalist.eval.evaluate import build_examples, evaluate_tasks, rank_share
 from generalist.tracking.run_records import read_metrics
 from generalist.tracking.tracker import Tracker
 
-HERE = Path(__file__).parent
-eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))
+from support import EVAL_TASKS
+
+eval_tasks = import_user_module(str(EVAL_TASKS))
 
 
 def _is_blank(example: Example) -> bool:
@@ -38,7 +39,7 @@ class FakePredictor:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def generate(self, examples: list[Example]) -> list[str]:
+    def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]:
         self.seen += [e.id for e in examples]
         out = []
         for e in examples:
@@ -132,10 +133,63 @@ def test_metrics_ablations_and_auc_from_option_scores(tmp_path: Path) -> None:
     table = (tmp_path / "run" / "tables" / "predictions" / "eval_qa" / "step-5.jsonl").read_text()
     rows = [json.loads(r) for r in table.splitlines()]
     assert [r["id"] for r in rows] == [f"test-q{i}" for i in range(7)]
-    assert set(rows[0]) == {"id", "prompt", "target", "prediction", "score"}
+    assert set(rows[0]) == {"id", "prompt", "prompt_format", "target", "prediction", "score"}
+    assert rows[0]["prompt_format"] == "raw" and rows[0]["prompt"].startswith("Instructions: ")
+    # each task's evaluation time and examples/s beside the metrics (not among eval/ keys)
+    assert line["eval_time/eval_qa/seconds"] > 0 and "eval_time/eval_qa/seconds" not in out
+    speed = line["eval_time/eval_qa/examples_per_s"]
+    assert speed == pytest.approx(7 / line["eval_time/eval_qa/seconds"])
     assert [r["score"] for r in rows] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_unknown_ablation_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown ablation 'shots9'"):
         evaluate_tasks([], {}, {}, FakePredictor(), ablations=["shots9"])
+
+
+class LengthPredictor:
+    """Answers each example with its id; records the batches generation ran and their budget."""
+
+    def __init__(self, naive: bool = False) -> None:
+        self.naive = naive
+        self.batches: list[list[str]] = []
+        self.budgets: list[int | None] = []
+
+    def length_key(self, example: Example) -> int:
+        return len(example.prompt)
+
+    def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]:
+        self.batches.append([e.id for e in examples])
+        self.budgets.append(max_new_tokens)
+        return [e.id for e in examples]
+
+
+def test_generation_batches_run_sorted_by_length_and_come_back_in_input_order() -> None:
+    from generalist.eval.generation import predict_sorted
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=37).tolist()
+    examples = [Example("t", f"e{i}", "x" * n, "y") for i, n in enumerate(lengths)]
+    sorted_run = LengthPredictor()
+    out = predict_sorted(sorted_run, examples, 8, max_new_tokens=5)
+    assert out == [e.id for e in examples]  # input order
+    ran = [lengths[int(i[1:])] for batch in sorted_run.batches for i in batch]
+    assert ran == sorted(lengths) and set(sorted_run.budgets) == {5}
+    assert [len(b) for b in sorted_run.batches] == [8, 8, 8, 8, 5]
+    naive = LengthPredictor(naive=True)  # the naive path: input order, the same answers
+    assert predict_sorted(naive, examples, 8) == out
+    assert [i for b in naive.batches for i in b] == [e.id for e in examples]
+
+
+def test_generation_budget_is_the_tasks_else_its_kinds() -> None:
+    import dataclasses
+
+    from generalist.catalog.kinds import KINDS
+    from generalist.errors import GeneralistError
+
+    task = TASKS.get("eval_colors")
+    assert task.generation_budget == KINDS[task.kind].max_new_tokens
+    assert dataclasses.replace(task, max_new_tokens=3).generation_budget == 3
+    with pytest.raises(GeneralistError, match="max_new_tokens must be >= 1"):
+        dataclasses.replace(task, max_new_tokens=0)
+    assert KINDS["report_generation"].max_new_tokens > KINDS["vqa"].max_new_tokens

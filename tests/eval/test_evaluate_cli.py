@@ -13,8 +13,9 @@ from generalist.catalog.loading import import_user_module
 from generalist.cli import main as cli_main
 from generalist.shards.writer import write_dataset
 
-HERE = Path(__file__).parent
-eval_tasks = import_user_module(str(HERE / "eval_tasks.py"))
+from support import EVAL_TASKS
+
+eval_tasks = import_user_module(str(EVAL_TASKS))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (root / "run" / "checkpoints" / "latest").write_text("step-000004")
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     config = {
-        "imports": [str(HERE / "eval_tasks.py")],
+        "imports": [str(EVAL_TASKS)],
         "tasks": {"eval_colors": 1.0, "eval_shapes": 1.0},
         "shards": str(root / "shards"),
         "model": {"tiny": eval_tasks.TINY},

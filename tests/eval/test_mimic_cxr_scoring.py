@@ -100,7 +100,7 @@ class Scripted:
     def __init__(self, answers: dict[str, str], p_yes: dict[str, float]) -> None:
         self.answers, self.p_yes = answers, p_yes
 
-    def generate(self, examples: list[Example]) -> list[str]:
+    def generate(self, examples: list[Example], max_new_tokens: int | None = None) -> list[str]:
         return [self.answers[e.id] for e in examples]
 
     def score_options(self, examples: list[Example]) -> list[list[float]]:

@@ -1,8 +1,8 @@
-"""Run by test_deepspeed.py under `deepspeed --num_gpus 2`: each rank streams its batches."""
+"""Run by test_deepspeed.py under `deepspeed --num_gpus 2 ds_ranks.py SHARD_ROOT OUT_JSON`: each
+rank streams its batches."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import sys
@@ -11,14 +11,16 @@ from pathlib import Path
 import deepspeed
 import torch.distributed as dist
 
+# A launched script runs outside pytest (whose `pythonpath` setting puts tests/ on sys.path):
+# tests/ goes on sys.path here, so `support` imports as it does in the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.stream_data import register
+
 
 def main() -> None:
     # the launcher adds --local_rank=N to our arguments
-    conftest, shard_root, out = (Path(a) for a in sys.argv[1:] if not a.startswith("--"))
-    spec = importlib.util.spec_from_file_location("stream_conftest", conftest)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.register()  # the st_* test datasets and tasks
+    shard_root, out = (Path(a) for a in sys.argv[1:] if not a.startswith("--"))
+    register()  # the st_* test datasets and tasks
 
     from generalist.catalog.loading import load_catalog
     from generalist.catalog.mixture import mixture_from_rates

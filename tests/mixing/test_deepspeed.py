@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,9 @@ import pytest
 from generalist.catalog.mixture import mixture_from_rates
 from generalist.mixing.stream import build_stream
 
+from support.deepspeed_runs import free_port
+
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -34,7 +29,7 @@ def test_two_deepspeed_ranks_read_disjoint_data_and_agree_on_state(
     out = tmp_path / "ranks.json"
     command = [
         launcher, "--num_gpus", "2", "--master_port", str(free_port()), str(HERE / "ds_ranks.py"),
-        str(HERE / "conftest.py"), str(shard_root), str(out),
+        str(shard_root), str(out),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)

@@ -1,5 +1,5 @@
 """prompt_format chat: Examples rendered with the model's real chat template (stored fixtures,
-tests/model/chat_templates), pinned token for token against transformers' own
+tests/support/chat_templates), pinned token for token against transformers' own
 apply_chat_template; labels on the assistant turn through its end-of-turn token only."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from generalist.batching.chat import ChatFormat
@@ -23,20 +24,12 @@ from generalist.model.build import build_model
 from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
+from support import chat_templates as templates
+from support import tiny_paligemma_qwen2_vl as tiny
+
 HERE = Path(__file__).parent
 
 
-def _load_by_path(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_{path.parent.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-templates = _load_by_path(HERE / "chat_templates" / "__init__.py")
-tiny = _load_by_path(HERE / "tiny_vlms.py")
 INSTRUCTION = "answer the question about the image."
 
 
@@ -103,6 +96,18 @@ def test_a_chat_prompt_too_long_drops_exemplar_turns_before_any_cut(llava_chat, 
     assert len(whole.input_ids) > len(short.input_ids)
     fitted = Collator(llava_chat, max_length=len(short.input_ids)).encode(example)
     assert fitted.input_ids == short.input_ids and fitted.labels == short.labels
+
+
+def test_chat_evaluation_reports_the_fed_prompt_and_scores_options_from_one_prompt(llava_chat, h):
+    example = replace(chat_example(h), options=("red", "blue", "green circle"))
+    predictor = HFPredictor(llava_chat, max_length=256)
+    assert predictor.prompt_format == "chat"
+    fed = predictor.fed_prompt(example)
+    assert fed == predictor.gen_collator.chat.prompt_text(example) and fed != example.prompt
+    assert HFPredictor(llava_chat, max_length=256, prompt_format="raw").prompt_format == "raw"
+    naive = HFPredictor(llava_chat, max_length=256, naive=True).score_options([example])
+    cached = predictor.score_options([example])
+    assert torch.allclose(torch.tensor(cached), torch.tensor(naive), atol=1e-5, rtol=1e-6)
 
 
 def test_a_model_without_a_chat_template_is_a_config_error(make_bundle):
@@ -223,9 +228,10 @@ def test_qwen2_vl_learns_and_generates_in_chat_format_and_the_model_dir_keeps_it
 def test_qwen2_vl_chat_zero3_two_ranks_mixed_batches_learn(qwen_chat_dir, tmp_path):
     """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA, in the chat format on the
     tiny Qwen2-VL with its real template, on image and text-only tasks, with steps where one
-    rank's micro-batch is text only (tests/model/train_in_turn.py): the token-mask preflight
+    rank's micro-batch is text only (tests/support/train_in_turn.py): the token-mask preflight
     passes, the ranks stay in step, the loss falls and the model dir keeps the format."""
-    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    from support import train_in_turn as in_turn
+
     model = {"name_or_path": str(qwen_chat_dir), "prompt_format": "chat"}
     runs, configs = in_turn.zero3_in_turn(tmp_path, {"qwen": model}, 12, 256, tag="chat")
     run_dir = configs["qwen"].with_suffix("")

@@ -17,20 +17,9 @@ from generalist.model import pretrained, torchvision_guard
 from generalist.model.pretrained import load_processor
 from generalist.model.qwen2_vl_processor import MRopeProcessor, find_chat_template
 
+from support import tiny_idefics3_smolvlm_llava_next as tiny_b
+from support import tiny_paligemma_qwen2_vl as tiny
 
-def _load_by_path(path: Path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_fallback_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-HERE = Path(__file__).parent
-tiny = _load_by_path(HERE / "tiny_vlms.py")
-tiny_b = _load_by_path(HERE / "tiny_families_b.py")
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
 
 

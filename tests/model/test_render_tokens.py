@@ -4,7 +4,6 @@ the collator builds, from the model's processor and config alone (no weights).""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from generalist.batching.collate import Collator
 from generalist.batching.padding import IGNORE_INDEX
@@ -14,18 +13,7 @@ from generalist.cli.render import render_examples, source_records
 from generalist.model.build import build_model
 from generalist.model.config import LoraSettings, ModelConfig
 
-
-def _load_by_path(path: Path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_tokens_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(Path(__file__).with_name("tiny_vlms.py"))
+from support import tiny_paligemma_qwen2_vl as tiny
 
 
 def test_render_tokens_shows_the_collators_ids_and_label_mask(tmp_path, h, capsys):

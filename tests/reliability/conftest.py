@@ -23,13 +23,12 @@ resume (tests/shards/test_shards.py, tests/mixing/test_errors.py), an interrupte
 (tests/eval/test_tracking.py).
 
 Fixtures: tiny shards (the training tests' synthetic tasks), a tiny-model config, the real
-`generalist` command, the real MLflow server of tests/eval/conftest.py, and `damage_image`
-(undecodable pixels or a decompression bomb in a shard sample).
+`generalist` command, the real MLflow server (tests/support/mlflow_server.py), and
+`damage_image` (undecodable pixels or a decompression bomb in a shard sample).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import struct
@@ -42,32 +41,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-TESTS = Path(__file__).resolve().parents[1]
+# The real mlflow server (started with the first test: it takes 10-40 s to answer, time the
+# other tests use) and its switchable proxy; the training tests' tiny synthetic shards.
+from support.mlflow_server import _mlflow_server_process, mlflow_proxy, mlflow_server
+from support.train_config import shard_root, tiny_config_dict
+
+__all__ = ["_mlflow_server_process", "mlflow_proxy", "mlflow_server", "shard_root"]
 GENERALIST = str(Path(sys.executable).parent / "generalist")
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-# The real mlflow server and switchable proxy of the evaluation tests (one per session).
-_eval = _load(TESTS / "eval" / "conftest.py", "_reliability_eval_conftest")
-mlflow_server = _eval.mlflow_server
-mlflow_proxy = getattr(_eval, "mlflow_proxy", None)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _mlflow_server_process(tmp_path_factory: pytest.TempPathFactory):
-    """Started with the first test (it takes 10-40 s to answer, time the other tests use)."""
-    yield from _eval._mlflow_server_process.__wrapped__(tmp_path_factory)
-
-
-# The training tests' tiny synthetic shards and tiny-model config (one copy of each).
-_train = _load(TESTS / "train" / "conftest.py", "_reliability_train_conftest")
-shard_root = _train.shard_root
 
 # What the reliability runs change from the training tests' tiny config.
 RELIABILITY_DEFAULTS: dict[str, object] = {
@@ -82,7 +62,7 @@ RELIABILITY_DEFAULTS: dict[str, object] = {
 
 def tiny_config(shards: Path, out: Path, **overrides: object) -> dict:
     """A tiny LLaVA with LoRA on the tiny tasks, one process, ZeRO-2 on CPU."""
-    return _train._tiny_config(shards, out, **{**RELIABILITY_DEFAULTS, **overrides})
+    return tiny_config_dict(shards, out, **{**RELIABILITY_DEFAULTS, **overrides})
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ when the server is back (also a killed process's, by the next Tracker on the run
 run) or on request with `generalist sync RUN_DIR`, and MLflow ends up with every metric once.
 
 (tests/eval/test_tracking.py covers one Tracker whose server is down, then back.) The server is
-the real `mlflow server` of tests/eval/conftest.py behind a TCP proxy that refuses connections
-while "down", as a stopped server does.
+the real `mlflow server` of tests/support/mlflow_server.py behind a TCP proxy that refuses
+connections while "down", as a stopped server does.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from generalist.cli import main as cli_main
 from generalist.errors import ConfigError, DataError
 from generalist.shards.manifest import read_records
 from generalist.sources.own_files import FlatSource, iter_records
-from tests.sources.own_data import make_folder
+
+from support.own_data import make_folder
 
 
 @pytest.fixture(scope="module")

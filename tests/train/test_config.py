@@ -15,6 +15,8 @@ from generalist.train.config import TrainConfig, load_config
 from generalist.train.deepspeed_config import filled_deepspeed_config
 from generalist.train.preflight import check_config
 
+from support import TINY_TASKS
+
 
 def test_defaults_then_yaml_then_overrides(tiny_config) -> None:
     path = tiny_config(**{"optim.lr": 0.5, "batch.micro_batch_size": 3})
@@ -171,7 +173,7 @@ def test_relative_paths_in_a_file_are_from_its_folder(tiny_config, tmp_path, mon
     data = yaml.safe_load(tiny_config().read_text())
     project = tmp_path / "project"
     (project / "configs").mkdir(parents=True)
-    (project / "configs" / "my_tasks.py").symlink_to(Path(__file__).with_name("tiny_tasks.py"))
+    (project / "configs" / "my_tasks.py").symlink_to(TINY_TASKS)
     (project / "shards").symlink_to(data["shards"])
     (project / "configs" / "zero.json").write_text(json.dumps({"zero_optimization": {}}))
     (project / "vision").mkdir()

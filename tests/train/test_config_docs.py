@@ -1,4 +1,4 @@
-"""README's config key reference is the one generated from the config models."""
+"""docs/config.md's config key reference is the one generated from the config models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from generalist.train.config import TrainConfig
 from generalist.train.config_docs import BEGIN, END, config_rows, config_table, main
 from generalist.train.config_paths import PATH_KEYS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIG_DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def _keys(model, prefix: str = "") -> set[str]:
@@ -24,12 +24,12 @@ def _keys(model, prefix: str = "") -> set[str]:
     return keys
 
 
-def test_readme_holds_the_generated_table() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_config_doc_holds_the_generated_table() -> None:
+    text = CONFIG_DOC.read_text(encoding="utf-8")
     block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert block == config_table(), (
-        "README.md's config keys differ from the models: run "
-        "`python -m generalist.train.config_docs --write README.md`"
+        "docs/config.md's config keys differ from the models: run "
+        "`python -m generalist.train.config_docs --write docs/config.md`"
     )
 
 

@@ -17,7 +17,7 @@ from generalist.train.mask_preflight import check_example, check_token_masks, pr
 from generalist.train.setup import tokenizer_texts
 
 TINY = {"vision_layers": 1, "text_layers": 1, "hidden_size": 32, "heads": 2, "image_size": 32}
-LLAVA_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf (tests/model/chat_templates/llava.jinja)
+LLAVA_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf (tests/support/chat_templates/llava.jinja)
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper()"
     " + ': '}}{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', "
     "'image') %}{{ '<image>\n' }}{% endfor %}{% for content in message['content'] | "

@@ -13,20 +13,8 @@ import yaml
 
 from generalist.cli import main as cli_main
 
-
-def _load_by_path(path: Path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_own_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-HERE = Path(__file__).parent
-make_folder = _load_by_path(HERE.parent / "sources" / "own_data.py").make_folder
-runs = _load_by_path(HERE / "test_runs.py")  # its launch and finish
+from support import deepspeed_runs as runs
+from support.own_data import make_folder
 
 pytestmark = pytest.mark.slow
 

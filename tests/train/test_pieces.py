@@ -28,6 +28,8 @@ from generalist.train.checkpoint import (
 )
 from generalist.train.step import LossMeter
 
+from support import TINY_TASKS
+
 
 def _fake_checkpoint(root: Path, name: str, complete: bool = True) -> Path:
     path = root / name
@@ -116,7 +118,7 @@ class _FakeCollator:
 def test_grouped_batches_cut_padding_and_resume_mid_window(shard_root: Path) -> None:
     from generalist.mixing.stream import build_stream
 
-    import_user_module(str(Path(__file__).with_name("tiny_tasks.py")))
+    import_user_module(str(TINY_TASKS))
     mixture = mixture_from_rates("t", {"train_colors": 1.0, "train_words": 1.0})
 
     def batches(start=None):

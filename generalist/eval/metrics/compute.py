@@ -3,16 +3,18 @@
 Inputs are already post-processed strings (`Task.postprocess`, by default
 `generalist.catalog.task.normalize_text`); normalisation is not this package's job, except the
 whitespace normalisation pycocoevalcap's line-based tokenizer needs (done inside it). Keys
-match `generalist.catalog.task.KIND_METRICS` and each task's `metrics`; every value is in
+match `generalist.catalog.kinds.KINDS` and each task's `metrics`; every value is in
 [0, 1] except CIDEr-D (0-10).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+from generalist.catalog.kinds import KINDS, kind_spec
 from generalist.catalog.task import Task
 from generalist.errors import GeneralistError
 from generalist.eval.metrics.captions import COCO_METRICS, caption_metrics
@@ -46,20 +48,39 @@ def compute_metrics(
     task scored per condition (Task.extra["macro_over"]). scorers: where the clinical report
     scorers' weights are (eval.scorers).
     """
-    kind = task.kind
-    if kind == "vqa":
-        return vqa_metrics(targets, predictions, answer_types)
-    if kind == "classification":
-        return _classification(
-            task, targets, predictions, labels, option_scores, conditions, f1_labels
-        )
-    if kind == "medical_qa":
-        return medical_qa_metrics(targets, predictions, options, option_scores)
-    if kind == "report_generation":
-        return report_generation_metrics(targets, predictions, task.metrics, scorers)
-    if kind == "summarization":
-        return summarization_metrics(targets, predictions)
-    raise GeneralistError(f"task {task.name!r}: no metrics for kind {kind!r}")
+    inputs = KindInputs(answer_types, options, option_scores, labels, conditions, scorers)
+    return KIND_METRIC_FNS[kind_spec(task.kind).name](task, targets, predictions, inputs, f1_labels)
+
+
+@dataclass(frozen=True)
+class KindInputs:
+    """What a kind's metrics may read beside targets and predictions (compute_metrics' keywords)."""
+
+    answer_types: Sequence[str] | None = None
+    options: Sequence[Sequence[str]] | None = None
+    option_scores: Sequence[Sequence[float]] | None = None
+    labels: Sequence[str] | None = None
+    conditions: Sequence[str] | None = None
+    scorers: ScorerConfig | None = None
+
+
+MetricFn = Callable[
+    [Task, Sequence[str], Sequence[str], KindInputs, Literal["present", "all"]], dict[str, float]
+]
+# One metrics function per kind of generalist.catalog.kinds.KINDS (checked complete below).
+KIND_METRIC_FNS: dict[str, MetricFn] = {
+    "vqa": lambda task, t, p, x, f1: vqa_metrics(t, p, x.answer_types),
+    "classification": lambda task, t, p, x, f1: _classification(
+        task, t, p, x.labels, x.option_scores, x.conditions, f1
+    ),
+    "medical_qa": lambda task, t, p, x, f1: medical_qa_metrics(t, p, x.options, x.option_scores),
+    "report_generation": lambda task, t, p, x, f1: report_generation_metrics(
+        t, p, task.metrics, x.scorers
+    ),
+    "summarization": lambda task, t, p, x, f1: summarization_metrics(t, p),
+}
+if set(KIND_METRIC_FNS) != set(KINDS):
+    raise GeneralistError(f"metric functions for {sorted(KIND_METRIC_FNS)}, kinds {sorted(KINDS)}")
 
 
 def report_generation_metrics(

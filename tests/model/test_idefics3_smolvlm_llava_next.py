@@ -1,12 +1,11 @@
 """Idefics3, SmolVLM (image tiles, pixel_attention_mask) and LLaVA-NeXT, LLaVA-OneVision (anyres
 tiles, image_sizes, image_newline) through the auto path: tiny models built from config, saved
-as plain HF dirs (tests/model/tiny_families_b.py), then driven by our build_model, Collator,
-generation and export exactly as a hub checkpoint would be."""
+as plain HF dirs (tests/support/tiny_idefics3_smolvlm_llava_next.py), then driven by our
+build_model, Collator, generation and export exactly as a hub checkpoint would be."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,18 +20,9 @@ from generalist.model.export import export
 from generalist.model.lora import trainable_parameter_names
 from generalist.model.model_dir import save_model_dir
 
+from support import tiny_idefics3_smolvlm_llava_next as tiny
+from support.model_data import CORPUS
 
-def _load_by_path(path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(Path(__file__).with_name("tiny_families_b.py"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TILED = tiny.TILED
 
@@ -40,7 +30,7 @@ TILED = tiny.TILED
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each family's tiny checkpoint dir, built once for this module."""
-    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    corpus = CORPUS
     root = tmp_path_factory.mktemp("families_b")
     return {name: save(root / name, corpus) for name, save in tiny.SAVERS.items()}
 

@@ -1,7 +1,7 @@
 """Tiny PaliGemma and Qwen2-VL checkpoints built from config (no network), for
-test_auto_vlms.py: real transformers tokenizer classes (GemmaTokenizer, Qwen2Tokenizer) over a
-BPE trained on the test corpus, the models' own image processors (PIL backend) and configs,
-saved with save_pretrained as a hub checkpoint dir holds them."""
+test_paligemma_qwen2_vl.py: real transformers tokenizer classes (GemmaTokenizer,
+Qwen2Tokenizer) over a BPE trained on the test corpus, the models' own image processors (PIL
+backend) and configs, saved with save_pretrained as a hub checkpoint dir holds them."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""prompt_format chat on Idefics3, SmolVLM, LLaVA-NeXT and LLaVA-OneVision: the tiny checkpoints
-of tiny_families_b.py given their published chat templates (tests/model/chat_templates), the
-Collator's rendering and label mask pinned token for token against the processor's own
-apply_chat_template (SmolVLM's and OneVision's videoless processors included), then learning,
-generation (it stops at the template's end-of-turn token), option scoring and export in that
-format."""
+"""prompt_format chat on Idefics3, SmolVLM, LLaVA-NeXT and LLaVA-OneVision: the tiny checkpoints of
+tiny_idefics3_smolvlm_llava_next.py given their published chat templates
+(tests/support/chat_templates), the Collator's rendering and label mask pinned token for token
+against the processor's own apply_chat_template (SmolVLM's and OneVision's videoless processors
+included), then learning, generation (it stops at the template's end-of-turn token), option
+scoring and export in that format."""
 
 from __future__ import annotations
 
@@ -25,21 +25,13 @@ from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
+from support import chat_templates as templates
+from support import tiny_idefics3_smolvlm_llava_next as tiny
+from support.model_data import CORPUS
+
 HERE = Path(__file__).parent
 
 
-def _load_by_path(path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_chat_b_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(HERE / "tiny_families_b.py")
-templates = _load_by_path(HERE / "chat_templates" / "__init__.py")
 # Idefics3-8B-Llama3's template writes the same "User:/Assistant:" <end_of_utterance> turns as
 # SmolVLM's, opened by "<|begin_of_text|>" instead of "<|im_start|>" (the rendering pinned in
 # transformers' tests/models/idefics3/test_processing_idefics3.py; its verbatim text is not stored)
@@ -63,7 +55,7 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each family's tiny checkpoint dir with its chat template, built once for this module."""
-    corpus = _load_by_path(HERE / "conftest.py").CORPUS
+    corpus = CORPUS
     corpus = [*corpus, "User: Assistant: system user assistant [INST] [/INST]"]
     root = tmp_path_factory.mktemp("families_b_chat")
     return {
@@ -183,14 +175,15 @@ def test_chat_learns_generates_scores_exports_and_keeps_the_format(saved, h, tmp
 @pytest.mark.parametrize("prompt_format", ["raw", "chat"])
 def test_zero3_two_ranks_mixed_batches_learn_for_every_family(saved, tmp_path, prompt_format):
     """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA, in each prompt format, on
-    each tiny family in turn (one launch: tests/model/train_in_turn.py): micro-batches mix image and
-    text-only examples and at some steps one rank's is text only; the masked dummy image keeps
-    both ranks running the vision tower, so no rank waits on a gather the other never starts.
-    The ranks stay in step (different tile counts per rank), each loss falls, each saved model
-    dir keeps its prompt_format."""
+    each tiny family in turn (one launch: tests/support/train_in_turn.py): micro-batches mix image
+    and text-only examples and at some steps one rank's is text only; the masked dummy image
+    keeps both ranks running the vision tower, so no rank waits on a gather the other never
+    starts. The ranks stay in step (different tile counts per rank), each loss falls, each saved
+    model dir keeps its prompt_format."""
     import json
 
-    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    from support import train_in_turn as in_turn
+
     models = {
         f: {"name_or_path": str(saved[f]), "prompt_format": prompt_format} for f in tiny.FAMILIES
     }

@@ -1,9 +1,8 @@
 """The published chat templates of the families we test (README.md beside this file says where
 each comes from), and a helper that gives a saved tiny checkpoint its real template.
 
-Test modules load this file by path (pytest's importlib mode puts no test dir on sys.path):
+    from support import chat_templates as templates
 
-    templates = _load_by_path(Path(__file__).with_name("chat_templates") / "__init__.py")
     templates.attach_chat_template(tiny_dir, "qwen2_vl")
 """
 

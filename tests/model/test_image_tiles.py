@@ -1,12 +1,11 @@
 """Tiles of Idefics3 / SmolVLM and LLaVA-NeXT / OneVision in our batches: tile caps through the
 processor (and the model's grids), truncation that never cuts an image block, OneVision's
 untiled multi-image examples, and mixed batches without dummy images as the processor batches
-them. Tiny checkpoints from tests/model/tiny_families_b.py."""
+them. Tiny checkpoints from tests/support/tiny_idefics3_smolvlm_llava_next.py."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,25 +14,16 @@ from generalist.batching.collate import Collator
 from generalist.batching.model_inputs import model_inputs
 from generalist.batching.tiled_images import cap_tiles, tile_settings
 
+from support import tiny_idefics3_smolvlm_llava_next as tiny
+from support.model_data import CORPUS
 
-def _load_by_path(path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(Path(__file__).with_name("tiny_families_b.py"))
 TILED = tiny.TILED
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Each family's tiny checkpoint dir, built once for this module."""
-    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    corpus = CORPUS
     root = tmp_path_factory.mktemp("families_b_tiles")
     return {name: save(root / name, corpus) for name, save in tiny.SAVERS.items()}
 
@@ -177,7 +167,7 @@ def test_published_tile_geometry_token_counts_are_the_models(h, tmp_path, family
     """At the published models' tile, patch and grid sizes (a narrow tower and LM), our batch
     of a square image, a text-only row (dummy) and a wide image holds exactly as many image
     tokens per image as the model computes features (it raises otherwise)."""
-    corpus = _load_by_path(Path(__file__).with_name("conftest.py")).CORPUS
+    corpus = CORPUS
     path = tiny.SAVERS[family](tmp_path / family, corpus, geometry=tiny.REAL_GEOMETRY[family])
     bundle = tiny.bundle(path)
     sizes = REAL_IMAGES[family]

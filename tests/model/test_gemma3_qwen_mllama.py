@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,17 +21,8 @@ from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.model_dir import save_model_dir
 
+from support import tiny_gemma3_qwen_mllama as tiny
 
-def _load_by_path(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(Path(__file__).with_name("tiny_families_a.py"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl", "mllama"]
 REAL_PROCESSORS = {"qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
@@ -331,7 +321,8 @@ def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
     turn (one launch): micro-batches that mix image and text-only examples and steps where one
     rank's micro-batch is text only (its dummy image) and the other's has images (schedule
     iid): the ranks stay in step and each family's loss falls."""
-    in_turn = _load_by_path(Path(__file__).with_name("train_in_turn.py"))
+    from support import train_in_turn as in_turn
+
     models = {f: {"name_or_path": str(save_tiny(f, tmp_path / f, h.corpus))} for f in FAMILIES}
     runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=8, max_length=256, tag="zero3")
     for family, config in configs.items():

@@ -1,20 +1,13 @@
 """Tiny Gemma 3 (MedGemma), Qwen2.5-VL, Qwen3-VL and Mllama (Llama 3.2 Vision) checkpoints built
-from config (no network), for test_families_a.py: real tokenizer classes over a BPE trained on
-the test corpus (tiny_vlms.bpe), the models' own image processors (PIL backend) and configs,
-saved with save_pretrained as a hub checkpoint dir holds them."""
+from config (no network), for test_gemma3_qwen_mllama.py: real tokenizer classes over a BPE
+trained on the test corpus (tiny_vlms.bpe), the models' own image processors (PIL backend) and
+configs, saved with save_pretrained as a hub checkpoint dir holds them."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "_tiny_vlms_a", Path(__file__).with_name("tiny_vlms.py")
-)
-tiny_vlms = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_vlms)
+from support import tiny_paligemma_qwen2_vl as tiny_vlms
 
 GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_image>"]
 GEMMA3_SPECIALS += ["<end_of_image>", "<image_soft_token>", "<start_of_turn>", "<end_of_turn>"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,18 +22,8 @@ from generalist.model.export import export
 from generalist.model.lora import trainable_parameter_names
 from generalist.model.model_dir import save_model_dir
 
+from support import tiny_paligemma_qwen2_vl as tiny
 
-def _load_by_path(path):
-    """A test helper module by path (pytest's importlib mode puts no test dir on sys.path)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_helper_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(Path(__file__).with_name("tiny_vlms.py"))
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -267,7 +256,8 @@ def test_qwen2_vl_zero3_two_ranks_mixed_batches_learn(qwen_dir, tmp_path):
     training tests' own tasks, config and launcher, with micro-batches that mix image and
     text-only examples and steps where one rank has only text (dummy image) and the other
     real images (no dummy): the ranks stay in step and the loss falls."""
-    in_turn = _load_by_path(Path(__file__).with_name("train_in_turn.py"))
+    from support import train_in_turn as in_turn
+
     models = {"qwen": {"name_or_path": str(qwen_dir)}}
     runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=12, max_length=256, tag="zero3")
     config = configs["qwen"]

@@ -1,6 +1,6 @@
 """prompt_format chat on Gemma 3 (MedGemma), Qwen2.5-VL, Qwen3-VL and Mllama (Llama 3.2 Vision):
-the tiny checkpoints of tiny_families_a.py with each family's published chat template
-(tests/model/chat_templates). Our prompt tokens, label mask and per-token ids equal the model's
+the tiny checkpoints of tiny_gemma3_qwen_mllama.py with each family's published chat template
+(tests/support/chat_templates). Our prompt tokens, label mask and per-token ids equal the model's
 own processor's apply_chat_template token for token; LoRA learns in the chat format, greedy
 generation stops at the template's end-of-turn token, option scoring works, and the export
 reloads with plain transformers to the same tokens, its model dir keeping prompt_format chat."""
@@ -25,20 +25,12 @@ from generalist.model.config import LoraSettings, ModelConfig
 from generalist.model.export import export
 from generalist.model.model_dir import load_model_dir, save_model_dir
 
+from support import chat_templates as templates
+from support import tiny_gemma3_qwen_mllama as tiny
+
 HERE = Path(__file__).parent
 
 
-def _load_by_path(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_chat_a_{path.parent.name}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = _load_by_path(HERE / "tiny_families_a.py")
-templates = _load_by_path(HERE / "chat_templates" / "__init__.py")
 FAMILIES = ["gemma3", "qwen2_5_vl", "qwen3_vl", "mllama"]
 # the stored template each family's instruct checkpoints ship (Qwen2.5-VL: Qwen2-VL's text)
 TEMPLATE = {
@@ -215,14 +207,15 @@ def test_chat_format_learns_generates_scores_exports_and_reloads(family, tmp_pat
 
 @pytest.mark.slow
 def test_zero3_two_ranks_mixed_batches_learn_in_chat_format_for_every_family(tmp_path, h):
-    """test_families_a's ZeRO-3 run in the chat format: `generalist train` under deepspeed,
+    """test_gemma3_qwen_mllama's ZeRO-3 run in the chat format: `generalist train` under deepspeed,
     2 CPU ranks, ZeRO-3 + LoRA on each tiny family with its published template in turn (one
     launch), micro-batches mixing image and text-only examples and steps where one rank's is
     text only: the token-mask preflight passes, the ranks stay in step, each loss falls, and
     each saved model dir keeps prompt_format chat."""
     import json
 
-    in_turn = _load_by_path(HERE / "train_in_turn.py")
+    from support import train_in_turn as in_turn
+
     models = {
         f: {"name_or_path": str(chat_dir(f, tmp_path / f, h.corpus)), "prompt_format": "chat"}
         for f in FAMILIES

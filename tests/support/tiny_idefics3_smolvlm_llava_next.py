@@ -1,27 +1,21 @@
 """Tiny Idefics3, SmolVLM, LLaVA-NeXT and LLaVA-OneVision checkpoints built from config (no
-network), for test_families_b.py: real tokenizer classes (GPT2Tokenizer for SmolVLM and
-Idefics3, LlamaTokenizer for LLaVA-NeXT, Qwen2Tokenizer for LLaVA-OneVision) over a BPE trained
-on the test corpus, the models' own PIL image processors and configs, saved as a hub checkpoint
-dir holds them. SmolVLM's and LLaVA-OneVision's processors hold a video processor that needs
-torchvision; their processor files are written as save_pretrained writes them (the
-processor_config.json names the class and its settings) and generalist.model.videoless loads
-them here."""
+network), for test_idefics3_smolvlm_llava_next.py: real tokenizer classes (GPT2Tokenizer for
+SmolVLM and Idefics3, LlamaTokenizer for LLaVA-NeXT, Qwen2Tokenizer for LLaVA-OneVision) over
+a BPE trained on the test corpus, the models' own PIL image processors and configs, saved as a
+hub checkpoint dir holds them. SmolVLM's and LLaVA-OneVision's processors hold a video
+processor that needs torchvision; their processor files are written as save_pretrained
+writes them (the processor_config.json names the class and its settings) and
+generalist.model.videoless loads them here."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-spec = importlib.util.spec_from_file_location(
-    "_tiny_vlms_b", Path(__file__).with_name("tiny_vlms.py")
-)
-tiny_vlms = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tiny_vlms)
+from support import tiny_paligemma_qwen2_vl as tiny_vlms
 
 ROW_COL = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
 IDEFICS_SPECIALS = ["<|endoftext|>", "<fake_token_around_image>", "<image>", "<global-img>"]
@@ -30,7 +24,7 @@ LLAMA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]  # anyres grids of 32 px tiles
 # tiles, patches, pixel shuffle, longest edge, grids: the tiny ones, and the published models'
-# (Idefics3-8B, SmolVLM-256M, LLaVA-NeXT (1.6), LLaVA-OneVision: tests/model/test_families_b_tiles)
+# (Idefics3-8B, SmolVLM-256M, LLaVA-NeXT (1.6), LLaVA-OneVision: tests/model/test_image_tiles)
 TINY_GEOMETRY = {"tile": 32, "patch": 8, "scale": 2, "longest": 64}
 TINY_ANYRES = {"tile": 32, "patch": 16, "pinpoints": PINPOINTS}
 REAL_GEOMETRY = {
