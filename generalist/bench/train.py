@@ -450,19 +450,25 @@ def measure(
             on_batch(batch)
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits: rates span 1e-6 (a tiny model on a busy CPU)
+    to 1e3 (TFLOP/s on a GPU), and a fixed number of decimals would report a positive rate as 0."""
+    return float(f"{value:.{digits}g}")
+
+
 def mfu_figures(model_flops: float, seconds: float, device: torch.device) -> dict[str, Any]:
     """Model TFLOP/s, and on CUDA the MFU over the datasheet and the measured bf16 peaks."""
     per_s = model_flops / max(seconds, 1e-9)
-    out: dict[str, Any] = {"model_tflops_per_s": round(per_s / 1e12, 7)}
+    out: dict[str, Any] = {"model_tflops_per_s": significant(per_s / 1e12)}
     if device.type != "cuda":
         return out
     name = torch.cuda.get_device_name(device)
     measured = flops.measured_matmul_peak(device)
     out |= {"gpu": name, "peak_tflops_measured_matmul": round(measured / 1e12, 1)}
-    out["mfu_vs_measured_matmul"] = round(per_s / measured, 4)
+    out["mfu_vs_measured_matmul"] = significant(per_s / measured)
     datasheet = flops.dense_bf16_peak(name)
     if datasheet is not None:
-        out |= {"peak_tflops_datasheet": datasheet / 1e12, "mfu": round(per_s / datasheet, 4)}
+        out |= {"peak_tflops_datasheet": datasheet / 1e12, "mfu": significant(per_s / datasheet)}
     out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return out
 
@@ -534,7 +540,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             totals["trl"] = trl
         timer = PhaseTimer(device)
         measure(lambda: ours(timer), args.split_steps, dict(blank))
-        split = {k: round(v / max(args.split_steps, 1), 4) for k, v in timer.seconds.items()}
+        split = {k: significant(v / max(args.split_steps, 1)) for k, v in timer.seconds.items()}
         model_flops = flops.step_flops(costs, work)
         factor = model_flops / max(flops.forward_flops(costs, work), 1.0)
         mfu = mfu_figures(model_flops, totals["ours"]["seconds"], device)

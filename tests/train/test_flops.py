@@ -118,3 +118,15 @@ def test_dense_peaks_are_the_datasheet_dense_figures() -> None:
     assert F.part_of("base_model.model.model.multi_modal_projector.original_module.x") is None
     assert F.part_of("model.visual.merger.mlp.0") == "connector"
     assert F.part_of("model.visual.blocks.0.attn.qkv") == "vision"
+
+
+def test_bench_reports_a_slow_rate_as_positive_to_four_significant_digits() -> None:
+    import torch
+
+    from generalist.bench.train import mfu_figures, significant
+
+    # a tiny model on a loaded CPU: 1.234567 MFLOP in 2 s; 4 decimals of TFLOP/s read 0.0
+    cpu = mfu_figures(1.234567e6, 2.0, torch.device("cpu"))
+    assert cpu == {"model_tflops_per_s": 6.173e-7}  # CUDA-only figures absent
+    assert significant(812.34567) == 812.3 and significant(0.000123456) == 0.0001235
+    assert significant(0.0) == 0.0
