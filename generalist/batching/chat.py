@@ -149,8 +149,10 @@ class ChatFormat:
         turns = example.turns
         if turns is None or not turns.shots:
             return None
-        images = example.images[turns.shots[0][0].count(IMAGE_TOKEN) :]
-        return replace(example, turns=replace(turns, shots=turns.shots[1:]), images=images)
+        n = turns.shots[0][0].count(IMAGE_TOKEN)
+        shots = replace(turns, shots=turns.shots[1:])
+        sources = example.image_sources[n:]
+        return replace(example, turns=shots, images=example.images[n:], image_sources=sources)
 
     def stop_ids(self) -> list[int]:
         """Token ids generation stops at: the end-of-turn token and eos."""

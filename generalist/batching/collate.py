@@ -30,12 +30,12 @@ and tiled_images'; image caps (model.max_pixels, max_tiles) image_caps'.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
 from generalist.batching.chat import ChatFormat
-from generalist.batching.image_caps import cap_pixels, decode_images, processor_kwargs
+from generalist.batching.image_caps import BadImage, cap_pixels, decode_images, processor_kwargs
 from generalist.batching.mllama_inputs import as_padding, widen_tiles
 from generalist.batching.padding import IGNORE_INDEX, Encoded, pad_rows
 from generalist.batching.tiled_images import dummy_image, dummy_kwargs, join_images
@@ -183,12 +183,32 @@ class Collator:
         """Tokenise one example (truncating the prompt from the left if needed)."""
         return self.encode_many([example])[0]
 
-    def encode_many(self, examples: Sequence[Example]) -> list[Encoded]:
-        """Tokenise examples; the same result as encode() on each, in batched calls."""
+    def encode_many(
+        self, examples: Sequence[Example], on_bad: Callable[[str], None] | None = None
+    ) -> list[Encoded]:
+        """Tokenise examples; the same result as encode() on each, in batched calls.
+
+        An image that does not decode (or a decompression bomb) raises BadImage naming shard
+        and key; with `on_bad` (skip_bad) that example is left out and `on_bad(message)` called,
+        so fewer Encoded may come back. The same examples always drop the same way, so a resumed
+        run rebuilds exactly the batches an uninterrupted one cut.
+        """
+        if on_bad is None:
+            images = [self._images(e) for e in examples]
+        else:
+            kept: list[Example] = []
+            images: list[list[Any]] = []
+            for example in examples:
+                try:
+                    images.append(self._images(example))
+                except BadImage as err:
+                    on_bad(str(err))
+                    continue
+                kept.append(example)
+            examples = kept
         if not examples:
             return []
         texts = [self._prompt_text(e) for e in examples]
-        images = [self._images(e) for e in examples]
         processed = self._process_many(texts, images, self._text_kwargs)
         if self.for_generation:
             targets: list[list[int]] = [[] for _ in examples]

@@ -19,8 +19,8 @@ T = TypeVar("T")
 
 class MicroBatch(NamedTuple):
     """One micro-batch and where the data stood: `position` = {"window": the loader's state
-    before the window, "done": micro-batches of the window used so far, this one included} is
-    what a checkpoint stores."""
+    before the window, "done": micro-batches of the window used so far, this one included,
+    "skipped": the stream's bad-sample count as of that state} is what a checkpoint stores."""
 
     position: dict[str, Any]
     batch: dict[str, Any]
@@ -61,28 +61,34 @@ def grouped_batches(
     many as fit in max_tokens padded positions, `micro` at most (token budget); with `packing`,
     one row of at most max_tokens tokens holding several examples (generalist.batching.packing).
     """
-    skip = 0
+    skip, stream = 0, loader.stream
     if start is not None:
         loader.load_state_dict(start["window"])
         skip = int(start["done"])
+        # the count as of the window state: rebuilding the window counts its bad samples again
+        stream.skipped = int(start.get("skipped", 0))
         if skip and loader.stream.last_resume is not None:  # ranks or batch changed
             raise ConfigError(
                 f"the checkpoint stands inside a length-grouping window ({skip} micro-batches "
                 f"of it used), which other ranks or batch sizes cut differently; resume with "
                 f"the saved world size and batch, or from a checkpoint at a window's end"
             )
-    window_state = loader.state_dict()
+    window_state = {"window": loader.state_dict(), "skipped": stream.skipped}
+    # skip_bad: an example whose image does not decode is dropped from its window, counted with
+    # the stream's bad samples; the window's cut (and so the saved position) stays deterministic
+    on_bad = stream.note_bad if stream.skip_bad else None
     for window in loader:
-        encoded = collator.encode_many(window)  # batched processor calls: ~2x faster
+        encoded = collator.encode_many(window, on_bad)  # batched processor calls: ~2x faster
         batches = cut_window(encoded, collator, micro, max_tokens, packing)
         for done, batch in enumerate(batches, 1):
             if done > skip:
                 if done == len(batches):  # a used-up window: the position is the next one's
-                    yield MicroBatch({"window": loader.state_dict(), "done": 0}, batch())
+                    after = {"window": loader.state_dict(), "skipped": stream.skipped}
+                    yield MicroBatch({**after, "done": 0}, batch())
                 else:
-                    yield MicroBatch({"window": window_state, "done": done}, batch())
+                    yield MicroBatch({**window_state, "done": done}, batch())
         skip = 0
-        window_state = loader.state_dict()
+        window_state = {"window": loader.state_dict(), "skipped": stream.skipped}
 
 
 def cut_window(

@@ -42,12 +42,20 @@ def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
+class BadImage(DataError):
+    """An example's image that does not decode, or is above model.max_image_pixels: the line
+    names the shard and sample key it came from. With skip_bad the collator drops the example
+    (Collator.encode_many's `on_bad`) instead of stopping the run."""
+
+
 def decode_images(
     example: Example, max_pixels: int | None = None, max_image_pixels: int | None = None
 ) -> list[Any]:
     """The example's images as RGB PIL images, each capped at `max_pixels`. An image whose
     header gives more than `max_image_pixels` (model.max_image_pixels) is refused before its
-    pixels are decoded: a decompression bomb (a 20000 x 20000 PNG of a few kB) would take GBs."""
+    pixels are decoded: a decompression bomb (a 20000 x 20000 PNG of a few kB) would take GBs.
+    Either failure is a BadImage naming the image's shard and sample key (Example.image_sources;
+    an exemplar's image names the exemplar's), task and example."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -56,6 +64,8 @@ def decode_images(
     pil_limit = Image.MAX_IMAGE_PIXELS
     for n, data in enumerate(example.images):
         where = f"task {example.task!r} example {example.id!r}: image {n}"
+        source = example.image_sources[n] if n < len(example.image_sources) else example.source
+        where = f"{source}: {where}" if source else where
         try:
             with warnings.catch_warnings():
                 # our own limit below replaces PIL's global one (a warning, then an error at 2x)
@@ -68,14 +78,25 @@ def decode_images(
                     Image.MAX_IMAGE_PIXELS = pil_limit
                 width, height = image.size
                 if max_image_pixels is not None and width * height > max_image_pixels:
-                    raise DataError(
+                    raise BadImage(
                         f"{where} is {width} x {height} = {width * height:,} pixels, above "
                         f"model.max_image_pixels={max_image_pixels:,} (a decompression bomb, or a "
-                        f"scan to downscale when sharding); raise the setting to accept it"
+                        f"scan to downscale when sharding); raise the setting to accept it, or "
+                        f"set skip_bad: true to drop such examples"
                     )
                 image = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise DataError(f"{where} cannot be decoded ({err}); re-shard the dataset") from None
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            SyntaxError,
+            Image.DecompressionBombError,
+        ) as err:
+            # damaged pixel data (the shard reader checks only signatures and end markers)
+            raise BadImage(
+                f"{where} cannot be decoded ({err}); re-shard the dataset, or set skip_bad: true "
+                f"to drop such examples"
+            ) from None
         out.append(cap_pixels(image, max_pixels))
     return out
 

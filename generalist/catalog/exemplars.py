@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from generalist.catalog.records import Example, Record
 from generalist.catalog.task import Task
@@ -31,9 +32,7 @@ class ExemplarPool:
                 )
             if not task.exemplar_images:
                 # The prompt needs only the image count of a text-only exemplar.
-                record = Record(
-                    record.id, record.split, (b"",) * len(record.images), record.fields, record.meta
-                )
+                record = replace(record, images=(b"",) * len(record.images))
             kept.append(record)
             if len(kept) >= limit:
                 break

@@ -19,6 +19,9 @@ class Record:
     """One item of a dataset as its adapter yields it and a shard stores it.
 
     `images` are encoded PNG/JPEG bytes (never pickled); `fields` and `meta` are plain JSON.
+    `source` says where a record read from a shard lies ("shard <path> sample <key>", the path
+    redacted as generalist.redact does; set by the shard reader, not stored): an image that
+    fails to decode later, in the collator, is named by it. Not part of equality.
     """
 
     id: str
@@ -26,6 +29,7 @@ class Record:
     images: tuple[bytes, ...] = ()
     fields: Mapping[str, Any] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    source: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class Example:
     one image per IMAGE_TOKEN in the prompt, in order. `options` is the answer set for option
     scoring (classification, multiple choice), empty for free text. `turns` holds the same
     prompt in parts for a chat template (generalist.batching.chat); None for examples built by
-    hand, which chat renders as one user turn.
+    hand, which chat renders as one user turn. `source` is the record's (Record.source) and
+    `image_sources` where each image came from (the record's, or an image exemplar's), for the
+    collator's errors; empty for examples built by hand. Neither is part of equality.
     """
 
     task: str
@@ -49,6 +55,8 @@ class Example:
     exemplar_ids: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     turns: ChatTurns | None = None
+    source: str = field(default="", compare=False)
+    image_sources: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class Task:
             raise GeneralistError(
                 f"task {self.name!r} has {len(self.instructions)} templates; no index {template}"
             )
-        blocks, images, shots = [], [], []
+        blocks, images, shots, sources = [], [], [], []
         for shot in exemplars:
             if shot.id == record.id:
                 raise GeneralistError(
@@ -151,9 +151,11 @@ class Task:
             shots.append((question_text(blocks[-1]), shot_parts.target))
             if self.exemplar_images:
                 images.extend(shot.images)
+                sources.extend([shot.source] * len(shot.images))
         parts = self.parts_of(record)
         blocks.append(render_block(parts, len(record.images), IMAGE_TOKEN, None))
         images.extend(record.images)
+        sources.extend([record.source] * len(record.images))
         prompt = f"Instructions: {self.instructions[template]}\n" + "\n".join(blocks)
         turns = ChatTurns(self.instructions[template], tuple(shots), question_text(blocks[-1]))
         return Example(
@@ -167,6 +169,8 @@ class Task:
             exemplar_ids=tuple(s.id for s in exemplars),
             meta=dict(record.meta),
             turns=turns,
+            source=record.source,
+            image_sources=tuple(sources),
         )
 
 

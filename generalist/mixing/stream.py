@@ -37,7 +37,9 @@ split, shuffle_within_shard and the shards' checksums only with
 
 min_per_batch: see generalist/mixing/schedule.py. Bad samples: a DataError naming shard and key;
 with skip_bad=True a bad sample is replaced by a fixed substitute record of the same task and
-reported through `warnings`. train=False: an evaluation stream: each task's share of the split
+reported through `warnings`; a sample whose image fails to decode in the collator is dropped
+there and counted in the same `skipped` (`note_bad`). train=False: an evaluation stream: each
+task's share of the split
 once, tasks in mixture order, template 0, no mixing and no state.
 """
 
@@ -137,7 +139,7 @@ class MixtureStream(IterableDataset):
         consumed = progress.consumed
         if self.slots > 1 and consumed % batch:
             raise ConfigError(f"resume point {consumed} is not a multiple of batch {batch}")
-        readers = [Reader(p.layout, self.skip_bad, self._on_bad) for p in self.plans]
+        readers = [Reader(p.layout, self.skip_bad, self.note_bad) for p in self.plans]
         offsets = [progress.offsets[p.task.name] for p in self.plans]
         seeds = {0: self.seed}  # the formatting seed of each epoch (a hash: computed once)
         schedule = progress.schedule
@@ -162,14 +164,16 @@ class MixtureStream(IterableDataset):
         """Each task's split once, in written order, records slot, slot + slots, ... of it."""
         slots = self.world_size * self.slots
         for plan in self.plans:
-            reader = Reader(plan.layout, self.skip_bad, self._on_bad)
+            reader = Reader(plan.layout, self.skip_bad, self.note_bad)
             for k in range(slot, plan.layout.total, slots):
                 _, record = reader.read(k)
                 if record is not None:
                     yield format_example(plan.task, record, plan.pool, self.seed, train=False)
             reader.close()
 
-    def _on_bad(self, message: str) -> None:
+    def note_bad(self, message: str) -> None:
+        """Count a bad sample and say so in a warning line (with skip_bad): one the shard
+        reader met, or one a later stage dropped (the collator's undecodable images)."""
         self.skipped += 1
         warnings.warn(f"skipped bad sample: {message}", stacklevel=2)
 

@@ -140,7 +140,8 @@ class ModelConfig(StrictConfig):
         89_478_485,  # PIL's own default limit (Image.MAX_IMAGE_PIXELS)
         ge=1,
         description="the largest image accepted (width x height, read from its header before "
-        "decoding): a larger one, e.g. a decompression bomb, is a bad sample (an error naming it)",
+        "decoding; default PIL's): a larger one, e.g. a decompression bomb, is a bad sample: "
+        "one line naming shard and key, or dropped and counted with skip_bad",
     )
     max_tiles: int | None = Field(
         None,

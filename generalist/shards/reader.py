@@ -7,6 +7,7 @@ generalist.shards.index.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import tarfile
@@ -15,6 +16,7 @@ from typing import BinaryIO
 
 from generalist.catalog.records import Record
 from generalist.errors import DataError
+from generalist.redact import redact
 from generalist.shards.storage import ShardPath, as_root, open_binary
 
 # The only members a sample may hold besides <key>.json: encoded images in these formats.
@@ -75,7 +77,15 @@ def decode_checked(
         raise DataError(f"shard {shard} sample {key}: bad {key}.json ({err!r})") from None
     for suffix, image_format, data in images:
         _check_image(shard, key, suffix, data, image_format)
-    return Record(str(record_id), str(split), tuple([i[2] for i in images]), fields, meta)
+    source = f"shard {shown(shard)} sample {key}"
+    return Record(str(record_id), str(split), tuple([i[2] for i in images]), fields, meta, source)
+
+
+@functools.lru_cache(maxsize=256)
+def shown(shard: ShardPath) -> str:
+    """A shard's path as messages show it (a URL's password redacted); computed once per shard,
+    not per sample (a record's `source` names it)."""
+    return redact(str(shard))
 
 
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads calls

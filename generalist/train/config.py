@@ -172,7 +172,11 @@ class TrainConfig(StrictConfig):
         None, description="the stream's task order (default: the mixture's, stratified)"
     )
     skip_bad: bool = Field(
-        False, description="replace bad samples by a fixed record of the same task (counted)"
+        False,
+        description="go on past bad samples, each counted (data/skipped_samples) and named in a "
+        "warning: a damaged shard sample is replaced by a fixed record of the same task, an "
+        "example whose image does not decode (or is above model.max_image_pixels) is dropped "
+        "from its batch",
     )
     verify_shards: bool = Field(True, description="sha256 of the shards read vs the manifest")
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from generalist import distributed as dist
 from generalist.catalog.mixture import Mixture
+from generalist.errors import DataError
 from generalist.train.checkpoint import (
     check_resumable,
     load_checkpoint,
@@ -74,7 +75,11 @@ def train(cfg: TrainConfig, mixture: Mixture) -> dict[str, float]:
     while step < cfg.steps:
         # the whole accumulation window first: its target tokens normalise every micro-batch's
         # loss; the data position saved is the window's last (all of it is used this step)
-        window = [next(batches) for _ in range(cfg.batch.grad_accum)]
+        try:
+            window = [next(batches) for _ in range(cfg.batch.grad_accum)]
+        except DataError:
+            bar.close()  # a bad sample's line (shard, key) starts a line of its own
+            raise
         meter_before, skipped_before = meter.totals.clone(), engine.skipped_steps
         train_window(engine, window, cfg.batch.loss_normalization, device, precision, meter)
         position = window[-1].position

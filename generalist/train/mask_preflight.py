@@ -18,6 +18,7 @@ from itertools import islice
 from pathlib import Path
 
 from generalist.batching.collate import Collator
+from generalist.batching.image_caps import BadImage
 from generalist.batching.padding import IGNORE_INDEX
 from generalist.catalog.exemplars import ExemplarPool, format_example
 from generalist.catalog.mixture import Mixture
@@ -44,7 +45,8 @@ def check_example(collator: Collator, example: Example) -> None:
     try:
         enc = collator.encode(example)
     except DataError as err:
-        raise DataError(f"token-mask preflight: {err}") from None
+        kind = BadImage if isinstance(err, BadImage) else DataError  # skip_bad passes it over
+        raise kind(f"token-mask preflight: {err}") from None
     labels = [t for t in enc.labels if t != IGNORE_INDEX]
     if not labels:
         raise DataError(f"{where}: no label tokens (the target was truncated away)")
@@ -63,11 +65,17 @@ def check_example(collator: Collator, example: Example) -> None:
         )
 
 
-def check_examples(collator: Collator, examples: Iterable[Example]) -> int:
-    """check_example on each; the number checked."""
+def check_examples(collator: Collator, examples: Iterable[Example], skip_bad: bool = False) -> int:
+    """check_example on each; the number checked. With skip_bad an example whose image does
+    not decode is passed over (training drops and counts it when the stream reaches it)."""
     n = 0
     for example in examples:
-        check_example(collator, example)
+        try:
+            check_example(collator, example)
+        except BadImage:
+            if not skip_bad:
+                raise
+            continue
         n += 1
     return n
 
@@ -108,4 +116,4 @@ def check_token_masks(
 ) -> int:
     """The training preflight: `per_task` examples of every task through `collator`."""
     examples: Sequence[Example] = preflight_examples(mixture, shards, seed, per_task, skip_bad)
-    return check_examples(collator, examples)
+    return check_examples(collator, examples, skip_bad)

@@ -4,14 +4,16 @@
                                 `resume: auto`; a full disk during a save; a checkpoint file
                                 crafted to run code when unpickled
     test_corrupt_shards.py      a shard changed after writing (sha256), bad image bytes,
-                                pickle payloads and unknown members in a shard
+                                pickle payloads and unknown members in a shard; undecodable
+                                pixels and a decompression bomb through the collator
     test_cli_errors.py          bad configs and command lines of every kind: one line, exit 2
     test_tracking_outage.py     the MLflow server goes away mid-run; `generalist sync`
     test_guards.py              in one process: damaged checkpoints and the manifest, resume=none,
                                 a full disk per writer, the output_dir lock, redaction, the SLURM
                                 script's signals, image size limits, YAML keys, small splits
     test_long_runs.py           trained: preemption + exact resume (2 ranks), secrets in every
-                                file and line of a run, non-finite stop and skip
+                                file and line of a run, non-finite stop and skip, bad images
+                                with and without skip_bad + exact resume (2 ranks)
 
 Covered elsewhere and not repeated here: two-rank kill -9 between saves + exact resume
 (tests/train/test_runs.py), truncated tar / bad JSON / missing member with skip_bad and exact
@@ -21,14 +23,19 @@ resume (tests/shards/test_shards.py, tests/mixing/test_errors.py), an interrupte
 (tests/eval/test_tracking.py).
 
 Fixtures: tiny shards (the training tests' synthetic tasks), a tiny-model config, the real
-`generalist` command, and the real MLflow server (tests/support/mlflow_server.py).
+`generalist` command, the real MLflow server (tests/support/mlflow_server.py), and
+`damage_image` (undecodable pixels or a decompression bomb in a shard sample).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import subprocess
 import sys
+import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -90,3 +97,43 @@ def cli():
 def config_dict():
     """config_dict(shards, out, **dotted_overrides) -> the tiny config as a dict."""
     return tiny_config
+
+
+def corrupt_pixels(png: bytes) -> bytes:
+    """The PNG with its deflate stream zeroed and the IDAT checksum recomputed: a valid
+    signature, header and end marker (the shard reader's checks pass), pixels that do not
+    decode."""
+    at = png.index(b"IDAT") - 4
+    (size,) = struct.unpack(">I", png[at : at + 4])
+    body = png[at + 8 : at + 10] + bytes(size - 2)  # the zlib header kept, the stream zeros
+    chunk = struct.pack(">I", size) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    return png[:at] + chunk + png[at + 12 + size :]
+
+
+def decompression_bomb() -> bytes:
+    """A real one: a 20000 x 20000 PNG of 48 kB that decodes to 1.2 GB of RGB."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+def damage_image_member(shard: Path, key: str, how: str) -> None:
+    """Rewrite `shard` with sample `key`'s image 0 replaced: "pixels" (corrupt_pixels of it) or
+    "bomb" (decompression_bomb); the tar stays well formed."""
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            if name == f"{key}.0.png":
+                data = corrupt_pixels(data) if how == "pixels" else decompression_bomb()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="session")
+def damage_image():
+    """damage_image(shard, key, "pixels" | "bomb"): see damage_image_member."""
+    return damage_image_member

@@ -120,3 +120,91 @@ def test_skip_bad_in_training_counts_every_workers_skips(
     skipped = [json.loads(line)["data/skipped_samples"] for line in lines]
     first, both = windows[0].count(bad), windows[0].count(bad) + windows[1].count(bad)
     assert first >= 1 and skipped == [first, first, both, both], (bad, windows, skipped)
+
+
+BOMB_KEY = "000000015"
+
+
+def damage_pixels(root: Path, damage_image) -> tuple[Path, dict[str, str]]:
+    """Sample KEY of SHARD gets undecodable pixels, sample BOMB_KEY a decompression bomb; the
+    shard's tar and sample checks still pass. Returns the shard and {record id: key}."""
+    shard = root / "train_colors" / SHARD
+    damage_image(shard, KEY, "pixels")
+    damage_image(shard, BOMB_KEY, "bomb")
+    return shard, {"train-c12": KEY, "train-c15": BOMB_KEY}
+
+
+def test_undecodable_pixels_and_bombs_name_shard_and_key_or_drop_with_exact_resume(
+    root, shard_root, tmp_path, config_dict, damage_image
+) -> None:
+    """Through the training data path (setup_data: preflight, stream, length-grouped windows,
+    the collator): pixels that fail to decode and a decompression bomb stop with one line naming
+    shard and key; with skip_bad both examples are dropped from their micro-batches, counted in
+    data/skipped_samples and named in warnings, every other example arrives as in a clean run,
+    and a resume from any position after (or inside the window of) a bad sample continues
+    exactly."""
+    import warnings
+
+    import torch
+
+    from generalist.train.config import TrainConfig
+    from generalist.train.setup import setup_data, setup_model
+    from generalist.train.step import data_metrics
+
+    shard, bad = damage_pixels(root, damage_image)
+
+    def run(shards: Path, skip_bad: bool) -> tuple[TrainConfig, object]:
+        overrides = {"skip_bad": skip_bad, "verify_shards": False}
+        cfg = TrainConfig.model_validate(config_dict(shards, tmp_path / "run", **overrides))
+        return cfg, check_config(cfg)
+
+    cfg, mixture = run(shard_root, False)
+    bundle = setup_model(cfg, mixture)
+    steps = 24  # 96 examples: every colour record about twice
+
+    def batches(cfg: TrainConfig, shards: Path, start=None, n: int = steps):
+        stream, it = setup_data(cfg.model_copy(update={"shards": shards}), mixture, bundle, start)
+        return stream, list(itertools.islice(it, n))
+
+    _, clean = batches(cfg, shard_root)
+    met = [i for m in clean for i in m.batch["example_ids"] if i in bad]
+    assert set(met) == set(bad)  # both bad records come up in the run
+
+    # without skip_bad: the first bad example met stops, in one line naming shard and key
+    first = bad[met[0]]
+    with pytest.raises(DataError) as err:
+        batches(cfg, root)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith(f"shard {shard} sample {first}: task 'train_colors' example ")
+    assert ("cannot be decoded" if first == KEY else "above model.max_image_pixels") in line
+
+    # with skip_bad: dropped, counted and named; everything else as in the clean run
+    cfg, _ = run(root, True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        stream, skipped = batches(cfg, root)
+    lines = [str(w.message) for w in seen if "skipped bad sample" in str(w.message)]
+    assert len(lines) == len(met) == stream.skipped
+    for record, key in bad.items():
+        where = f"shard {shard} sample {key}: task 'train_colors' example '{record}': image 0 "
+        assert sum(where in x for x in lines) == met.count(record)
+    assert all("cannot be decoded" in x for x in lines if f"sample {KEY}:" in x)
+    assert all("20000 x 20000 = 400,000,000 pixels" in x for x in lines if BOMB_KEY in x)
+    assert data_metrics(stream, True, torch.device("cpu"))["data/skipped_samples"] == len(met)
+    # a window (2 micro-batches here) is regrouped by length without its bad examples
+    for n in range(0, steps, 2):
+        got = [i for m in skipped[n : n + 2] for i in m.batch["example_ids"]]
+        want = [i for m in clean[n : n + 2] for i in m.batch["example_ids"] if i not in bad]
+        assert sorted(got) == sorted(want)
+
+    # resume exactness: from the positions before, inside and after the first drop's window
+    at = next(n for n, m in enumerate(clean) if set(m.batch["example_ids"]) & set(bad))
+    for n in range(max(0, at - 1), min(at + 3, steps - 2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again, resumed = batches(cfg, root, skipped[n].position, steps - n - 1)
+        assert again.skipped == stream.skipped  # the count resumes exactly too
+        for a, b in zip(resumed, skipped[n + 1 :]):
+            assert a.batch["example_ids"] == b.batch["example_ids"]
+            assert torch.equal(a.batch["input_ids"], b.batch["input_ids"])
+            assert torch.equal(a.batch["pixel_values"], b.batch["pixel_values"])

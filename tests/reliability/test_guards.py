@@ -342,7 +342,7 @@ def test_an_image_above_max_image_pixels_is_one_line_before_decoding() -> None:
     assert str(err.value) == (
         "task 'vqa' example 'x-7': image 0 is 20000 x 20000 = 400,000,000 pixels, above "
         "model.max_image_pixels=89,478,485 (a decompression bomb, or a scan to downscale when "
-        "sharding); raise the setting to accept it"
+        "sharding); raise the setting to accept it, or set skip_bad: true to drop such examples"
     )
     with pytest.raises(DataError, match=r"image 0 cannot be decoded \(Image size"):
         decode_images(bomb, max_image_pixels=None)  # PIL's own guard: one line too

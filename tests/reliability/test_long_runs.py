@@ -10,6 +10,9 @@ preempted   2 ranks; SIGUSR1 to both ranks mid-run (what launch/slurm.sbatch for
 non-finite  1 process, optim.lr=1e30: a run refused by a live lock first (exit 2, one line);
             then the default stop (exit 3, one line naming step and tasks, no checkpoint of
             the poisoned state, no null in metrics.jsonl); then optim.nonfinite=skip
+bad images  undecodable pixels and a decompression bomb: 1 process without skip_bad (exit 2,
+            one line naming shard and key); 2 ranks with skip_bad, uninterrupted and resumed
+            from the checkpoint between the two bad samples: equal losses and counts
 """
 
 from __future__ import annotations
@@ -300,3 +303,81 @@ def test_lock_refusal_then_non_finite_stop_and_skip(shard_root, config_dict, tmp
         assert SECRET.encode() not in path.read_bytes(), path
     moved = list(tmp_path.glob("nan/checkpoints.previous-*"))
     assert len(moved) == (1 if saved else 0)  # resume=none moved the first run's aside
+
+
+def test_bad_images_on_2_ranks_stop_in_one_line_or_drop_and_resume_exactly(
+    shard_root, config_dict, tmp_path, damage_image
+) -> None:
+    """Undecodable pixels and a decompression bomb in the shards (tar and sample checks pass):
+    without skip_bad `generalist train` stops with one line naming shard and key (exit 2);
+    with skip_bad 2 ranks train on, warn per dropped example naming shard and key and log
+    data/skipped_samples; resumed from the checkpoint after the bomb (the pixels come later),
+    the losses and the count equal the uninterrupted run's."""
+    import itertools
+    import shutil
+
+    from generalist.mixing.stream import build_stream
+    from generalist.train.config import load_config
+    from generalist.train.preflight import check_config
+
+    root = tmp_path / "shards"
+    shutil.copytree(shard_root, root)
+    overrides = {"steps": 6, "logging.every": 1, "verify_shards": False}
+    cfg = config_dict(root, tmp_path / "skip", **overrides, checkpoint={"every": 2, "keep": 3})
+    config = write(tmp_path / "skip.yaml", {**cfg, "skip_bad": True})
+    mixture = check_config(load_config(config))
+    # each rank's windows (8 examples, 2 steps each) of the clean data: the bomb goes into a
+    # colour record of steps 1-2, the bad pixels into one first met in steps 3-6
+    windows = [
+        [[e.id for e in w] for w in itertools.islice(iter(stream.dataloader()), 3)]
+        for stream in (
+            build_stream(mixture, shard_root, "train", 0, r, 2, batch_size=8) for r in range(2)
+        )
+    ]
+    early = [i for r in windows for i in r[0] if i.startswith("train-c")]
+    late = [i for r in windows for w in r[1:] for i in w if i.startswith("train-c")]
+    bomb = early[0]
+    pixels = next(i for i in late if i not in early)
+    where = {}
+    for record, how in ((bomb, "bomb"), (pixels, "pixels")):
+        index = int(record.rsplit("c", 1)[1])
+        shard, key = root / "train_colors" / f"train-{index // 10:06d}.tar", f"{index:09d}"
+        damage_image(shard, key, how)
+        where[record] = f"shard {shard} sample {key}: task 'train_colors' example '{record}'"
+
+    # without skip_bad: one line naming shard and key (the bomb comes first), exit 2
+    result = train_1(config, "skip_bad=false", f"output_dir={tmp_path / 'stop'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "error" in x]
+    assert line.startswith("generalist train: error: ")  # (the preflight's, if it met it)
+    assert f"{where[bomb]}: image 0 is 20000 x 20000 = 400,000,000 pixels, above " in line
+
+    # with skip_bad on 2 ranks: trained to the end, each drop named and counted
+    rc = wait(launch(config))
+    log = config.with_suffix(".log").read_text()
+    assert rc == 0, log[-4000:]
+    for record in where:  # a warning line naming shard and key (once per rank and message)
+        assert f"skipped bad sample: {where[record]}: image 0 " in log, log[-4000:]
+    out = tmp_path / "skip"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = {row["step"]: row["data/skipped_samples"] for row in rows}
+
+    def met(n: int) -> int:  # bad examples in the first n windows of both ranks
+        return sum(w.count(r) for rank in windows for w in rank[:n] for r in where)
+
+    assert skipped[1] == skipped[2] == met(1) >= 1  # a window's drops count when it is cut
+    assert skipped[6] == met(3) > skipped[2]  # the pixels were met after the checkpoint
+
+    # resumed from step 2 (after the bomb, before the bad pixels) into another output_dir
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoints" / "step-000002", resumed / "checkpoints" / "step-000002")
+    rc = wait(launch(config, f"output_dir={resumed}"))
+    log = config.with_suffix(".log").read_text()
+    assert rc == 0, log[-4000:]
+    again = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in again] == [3, 4, 5, 6]
+    for row in again:
+        assert row["train/loss"] == pytest.approx(losses(out)[row["step"]], abs=1e-6), row
+        assert row["data/skipped_samples"] == skipped[row["step"]], row

@@ -108,7 +108,7 @@ class _Encoded:
 class _FakeCollator:
     """Stands in for generalist.batching.collate.Collator: lengths from text, (id, length) rows."""
 
-    def encode_many(self, examples):
+    def encode_many(self, examples, on_bad=None):
         return [_Encoded(e.id, len(e.prompt) + len(e.target)) for e in examples]
 
     def pad(self, rows):
