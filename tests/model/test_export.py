@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -129,6 +130,9 @@ def test_export_is_quiet_unless_verbose(make_bundle, h, tmp_path):
     h.train(bundle, Collator(bundle, 64)([h.image_example()]), steps=1)
     save_model_dir(bundle, tmp_path / "ckpt" / "model")
     printed = {}
+    # a user's shell: earlier tests in this process may have set DS_ACCELERATOR (quiet mode
+    # does, generalist.verbosity), which silences the notice the verbose run must show
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
     for flags in ([], ["--verbose"]):
         out = tmp_path / f"out{len(flags)}"
         argv = ["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(out), *flags]
@@ -137,6 +141,7 @@ def test_export_is_quiet_unless_verbose(make_bundle, h, tmp_path):
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         printed[bool(flags)] = run.stdout + run.stderr
