@@ -130,9 +130,10 @@ def test_export_is_quiet_unless_verbose(make_bundle, h, tmp_path):
     h.train(bundle, Collator(bundle, 64)([h.image_example()]), steps=1)
     save_model_dir(bundle, tmp_path / "ckpt" / "model")
     printed = {}
-    # a user's shell: earlier tests in this process may have set DS_ACCELERATOR (quiet mode
-    # does, generalist.verbosity), which silences the notice the verbose run must show
-    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    # a user's shell: earlier tests in this process ran quiet mode, which sets variables that
+    # silence what the verbose run must show (generalist.verbosity)
+    set_by_quiet = {"DS_ACCELERATOR", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env = {k: v for k, v in os.environ.items() if k not in set_by_quiet}
     for flags in ([], ["--verbose"]):
         out = tmp_path / f"out{len(flags)}"
         argv = ["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(out), *flags]
