@@ -30,7 +30,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
+    from generalist.model.bundle import ModelBundle
 
 CORPUS = [
     "Instructions: answer the question about the image.",
@@ -129,16 +134,13 @@ def local_kinds(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def zero3_worker(model_dir: str, out: str, n: int, options: int) -> None:
-    """One rank of the ZeRO-3 kind (started twice by `zero3_kind`)."""
+def zero3_engine(model_dir: str | Path) -> tuple[ModelBundle, DeepSpeedEngine]:
+    """(bundle, engine): a saved model dir under a ZeRO-3 engine whose LoRA adapters train, as
+    in training, so evaluation meets partitioned weights (every rank; after init_distributed)."""
     import deepspeed
 
-    from generalist import distributed
-    from generalist.eval.generation import HFPredictor, predict_sorted
     from generalist.model.model_dir import load_model_dir
-    from generalist.train.periodic_eval import whole_model
 
-    distributed.init_distributed()
     bundle = load_model_dir(model_dir)
     # a loaded model dir is for inference: train its adapters, as training would
     params = [p for n, p in bundle.model.named_parameters() if "lora_" in n]
@@ -151,6 +153,17 @@ def zero3_worker(model_dir: str, out: str, n: int, options: int) -> None:
     }
     engine, *_ = deepspeed.initialize(model=bundle.model, model_parameters=params, config=config)
     engine.module.eval()
+    return bundle, engine
+
+
+def zero3_worker(model_dir: str, out: str, n: int, options: int) -> None:
+    """One rank of the ZeRO-3 kind (started twice by `zero3_kind`)."""
+    from generalist import distributed
+    from generalist.eval.generation import HFPredictor, predict_sorted
+    from generalist.train.periodic_eval import whole_model
+
+    distributed.init_distributed()
+    bundle, engine = zero3_engine(model_dir)
     data = examples(n, options)
     share = data[distributed.rank() :: distributed.world_size()]
     result: dict[str, Any] = {}

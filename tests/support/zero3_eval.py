@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from generalist import distributed
+from generalist.bench.evaluate import zero3_engine
 from generalist.catalog.loading import import_user_module
 from generalist.catalog.task import TASKS
 from generalist.eval.evaluate import evaluate_tasks
 from generalist.eval.generation import HFPredictor
-from generalist.model.model_dir import load_model_dir
 from generalist.train.periodic_eval import whole_model
 
 HERE = Path(__file__).parent
@@ -27,8 +27,6 @@ rank_eval = import_user_module(str(HERE / "rank_eval.py"))
 
 
 def main(model_dir: str, out: str, repeat: int = 1) -> None:
-    import deepspeed
-
     distributed.init_distributed()
     tasks_mod = import_user_module(str(HERE / "eval_tasks.py"))
     names = rank_eval.NAMES
@@ -37,18 +35,7 @@ def main(model_dir: str, out: str, repeat: int = 1) -> None:
         fn = tasks_mod._DATASETS[TASKS.get(name).dataset]
         records[name] = list(fn(Path("."), "test")) * repeat
         pools[name] = list(fn(Path("."), "train"))
-    bundle = load_model_dir(model_dir)
-    # a loaded model dir is for inference: train its adapters, as training would
-    params = [p for n, p in bundle.model.named_parameters() if "lora_" in n]
-    for param in params:
-        param.requires_grad_(True)
-    config = {
-        "train_micro_batch_size_per_gpu": 1,
-        "zero_optimization": {"stage": 3},
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
-    }
-    engine, *_ = deepspeed.initialize(model=bundle.model, model_parameters=params, config=config)
-    engine.module.eval()
+    bundle, engine = zero3_engine(model_dir)
     tasks = [TASKS.get(n) for n in names]
     result: dict[str, Any] = {}
     for mode in ("per_token", "gathered"):
