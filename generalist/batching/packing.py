@@ -26,8 +26,22 @@ image's features into its image tokens in order and computes each image's tiles 
 image_sizes (and OneVision's batch_num_images, one count per example), so each example's own
 tensors, joined in row order, are exact. PaliGemma: prefix-LM mask per example (`prefix_lm`).
 
-Mllama (a cross-attention mask and images per row, not per token), encoder-decoder BLIP-2, and
-the flash-attention kernel are refused by `check_packable` with a ConfigError naming the key.
+flash_attention_2 / _3 (`varlen`): no mask at all; the row's positions, restarting per example,
+are what transformers' flash path cuts into sequences (cu_seqlens from position_ids == 0) for
+flash_attn_varlen_func, so each example attends causally to itself only. No mask is also why the
+vision towers are unaffected: the cut comes from position_ids, which only the text model takes
+(explicit cu_seq_lens kwargs would reach LLaVA's vision tower too). Gemma 3's and PaliGemma's
+two-way blocks need a mask, so with flash they are refused.
+
+Refused by `check_packable`, with a ConfigError naming the key:
+- Mllama: a token that attends no image (the prompt before <|image|>, a text-only example)
+  gets the mean of every image of its row in the cross-attention layers (the model's
+  `_prepare_cross_attention_mask` zeroes such a row's mask instead of masking it), so a
+  packed neighbour's images would change it. Unpacked it already depends on its batch-mates'
+  image count (tests/model/test_packing.py shows both).
+- BLIP-2 (Flan-T5, encoder-decoder): T5 takes one 2D encoder mask for both the encoder's
+  self-attention and the decoder's cross-attention, so examples in one row would attend each
+  other's encoder states.
 """
 
 from __future__ import annotations
@@ -45,6 +59,10 @@ from generalist.errors import ConfigError, DataError
 
 # the token layouts (generalist.batching.token_layout kinds) whose packing is exact
 PACKABLE_KINDS = ("default", "text", "mrope", "gemma3", "anyres", "tiled", "paligemma")
+# ... and those exact with flash attention's varlen kernel (no mask: causal inside each example)
+VARLEN_KINDS = ("default", "text", "mrope", "anyres", "tiled")
+MASKED_KERNELS = ("sdpa", "eager")
+VARLEN_KERNELS = ("flash_attention_2", "flash_attention_3")
 # M-RoPE's rope index of one example: transformers' get_rope_index(input_ids [1, n],
 # mm_token_type_ids=..., image_grid_thw=...) -> ([3, 1, n] positions, deltas)
 RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -53,17 +71,23 @@ RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 def check_packable(layout_kind: str, model_type: str, attn_implementation: str) -> None:
     """Raise a ConfigError naming `batch.packing` when this family or kernel cannot be packed
     exactly (checked before any data is read)."""
-    if attn_implementation not in ("sdpa", "eager"):
+    fallback = "or batch.packing: false (batch.max_tokens alone gives token-budget micro-batches)"
+    if attn_implementation not in (*MASKED_KERNELS, *VARLEN_KERNELS):
         raise ConfigError(
             f"batch.packing: model.attn_implementation {attn_implementation!r} cannot keep "
-            "attention inside each packed example here; use sdpa or eager, or batch.packing: "
-            "false (batch.max_tokens alone gives token-budget micro-batches)"
+            f"attention inside each packed example; use one of "
+            f"{', '.join(MASKED_KERNELS + VARLEN_KERNELS)}, {fallback}"
         )
     if layout_kind not in PACKABLE_KINDS:
         raise ConfigError(
             f"batch.packing: the {model_type!r} family (token layout {layout_kind!r}) cannot be "
-            f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set batch.packing: "
-            "false (batch.max_tokens alone gives token-budget micro-batches)"
+            f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set {fallback[3:]}"
+        )
+    if attn_implementation in VARLEN_KERNELS and layout_kind not in VARLEN_KINDS:
+        raise ConfigError(
+            f"batch.packing: model.attn_implementation {attn_implementation!r} packs by position "
+            f"ids without a mask, which cannot give the {model_type!r} family's two-way image "
+            f"or prompt blocks; use sdpa or eager, {fallback}"
         )
 
 
@@ -75,7 +99,9 @@ def rope_index_of(model: torch.nn.Module) -> RopeIndex:
 
 
 def packing_options(model: torch.nn.Module, kind: str, soft_token_id: int | None) -> dict[str, Any]:
-    """pack_batch's family options for `model` (its token layout `kind`)."""
+    """pack_batch's family options for `model` (its token layout `kind`, its attention kernel)."""
+    if model.config._attn_implementation in VARLEN_KERNELS:
+        return {"varlen": True, **({"rope_index": rope_index_of(model)} if kind == "mrope" else {})}
     if kind == "mrope":
         return {"rope_index": rope_index_of(model)}
     if kind == "gemma3":
@@ -145,6 +171,7 @@ def pack_batch(
     image_block_token: int | None = None,
     sliding_window: int | None = None,
     prefix_lm: bool = False,
+    varlen: bool = False,
 ) -> dict[str, Any]:
     """A packed micro-batch from its rows' encoded examples (training layout only).
 
@@ -167,7 +194,11 @@ def pack_batch(
     both ways inside the example, its target causally, as the model's token_type_ids mask does
     unpacked; positions restart at 1 (PaliGemma counts from 1); token_type_ids 1 on targets.
     With a text config's `sliding_window` (PaliGemma 2) the mask is the per-layer-type dict.
+
+    Flash attention (`varlen`): one row and no attention_mask; the restarting positions cut it.
     """
+    if varlen and len(rows) != 1:
+        raise ValueError(f"a varlen packed batch is one row (flash attention), not {len(rows)}")
     mrope = layout_kind == "mrope"
     if mrope and any(e.images and not e.has_dummy for row in rows for e in row):
         rows = [
@@ -181,7 +212,7 @@ def pack_batch(
     positions = torch.zeros((4 if mrope else 1, n_rows, width), dtype=torch.long)
     index = torch.full((n_rows, width), -1, dtype=torch.long)
     types = torch.zeros((n_rows, width), dtype=torch.long)  # PaliGemma: 1 on targets
-    allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+    spans: list[tuple[int, int]] = []  # (row, start) of each example
     examples: list[Encoded] = []
     real = 0
     for r, row in enumerate(rows):
@@ -204,29 +235,16 @@ def pack_batch(
                 )
                 positions[1:, r, start : start + body] = index3[:, 0]
             index[r, start:end] = len(examples)
-            # as unpacked: causal over the example's real tokens (attention_mask 1 there);
-            # its dummy tokens are keys of no query but themselves
-            causal = torch.ones((n, n), dtype=torch.bool).tril()
-            if image_block_token is not None:  # Gemma 3: each image's run both ways
-                causal |= _same_image_run(e.input_ids + e.dummy, image_block_token)
-            if prefix_lm:  # PaliGemma: the prompt both ways (the target sees it all anyway)
-                causal[: e.prompt_length, : e.prompt_length] = True
+            if prefix_lm:
                 types[r, start + e.prompt_length : start + body] = 1
-            causal[:, body:] = False
-            allowed[r, start:end, start:end] = causal
-            allowed[r, range(start + body, end), range(start + body, end)] = True
+            spans.append((r, start))
             examples.append(e)
             real += body
             start = end
-        allowed[r, range(start, width), range(start, width)] = True  # padding: itself
-    mask: torch.Tensor | dict[str, torch.Tensor] = _additive(allowed)
-    if image_block_token is not None or (prefix_lm and sliding_window is not None):
-        mask = {"full_attention": mask}
-        if sliding_window is not None:
-            i = torch.arange(width)
-            near = (i[:, None] - i[None, :]) < sliding_window
-            # padding keeps its own position (q - k = 0), so no softmax row is empty
-            mask["sliding_attention"] = _additive(allowed & near)
+    masks = {}
+    if not varlen:
+        block = image_block_token, prefix_lm, sliding_window
+        masks["attention_mask"] = _attention_mask(spans, examples, index, *block)
     if image_block_token is not None:
         batch_types = {"token_type_ids": (ids == image_block_token).to(torch.long)}
     elif prefix_lm:
@@ -235,7 +253,7 @@ def pack_batch(
         batch_types = {}
     batch: dict[str, Any] = {
         "input_ids": ids,
-        "attention_mask": mask,
+        **masks,
         **batch_types,
         "labels": labels,
         "position_ids": positions if mrope else positions[0],
@@ -248,6 +266,44 @@ def pack_batch(
     batch["task_names"] = [e.task for e in examples]
     batch["example_ids"] = [e.id for e in examples]
     return batch
+
+
+def _attention_mask(
+    spans: Sequence[tuple[int, int]],
+    examples: Sequence[Encoded],
+    index: torch.Tensor,
+    image_block_token: int | None,
+    prefix_lm: bool,
+    sliding_window: int | None,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The packed rows' block-diagonal additive mask (pack_batch's docstring says which);
+    `index` [rows, width]: each position's example, -1 on padding."""
+    n_rows, width = index.shape
+    allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+    for (r, start), e in zip(spans, examples, strict=True):
+        body, n = len(e.input_ids), e.length
+        end = start + n
+        # as unpacked: causal over the example's real tokens (attention_mask 1 there);
+        # its dummy tokens are keys of no query but themselves
+        causal = torch.ones((n, n), dtype=torch.bool).tril()
+        if image_block_token is not None:  # Gemma 3: each image's run both ways
+            causal |= _same_image_run(e.input_ids + e.dummy, image_block_token)
+        if prefix_lm:  # PaliGemma: the prompt both ways (the target sees it all anyway)
+            causal[: e.prompt_length, : e.prompt_length] = True
+        causal[:, body:] = False
+        allowed[r, start:end, start:end] = causal
+        allowed[r, range(start + body, end), range(start + body, end)] = True
+    pad_rows, pad_cols = (index < 0).nonzero(as_tuple=True)
+    allowed[pad_rows, pad_cols, pad_cols] = True  # padding: itself, so no softmax row is empty
+    mask: torch.Tensor | dict[str, torch.Tensor] = _additive(allowed)
+    if image_block_token is not None or (prefix_lm and sliding_window is not None):
+        mask = {"full_attention": mask}
+        if sliding_window is not None:
+            i = torch.arange(width)
+            near = (i[:, None] - i[None, :]) < sliding_window
+            # padding keeps its own position (q - k = 0), so no softmax row is empty
+            mask["sliding_attention"] = _additive(allowed & near)
+    return mask
 
 
 def _additive(allowed: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
 
 from generalist.errors import DuplicateNameError, UnknownNameError
@@ -72,6 +73,17 @@ class Registry(Generic[T]):
         """Remove a name (tests and interactive sessions re-declaring a task)."""
         self.get(name)
         del self._items[name]
+
+    @contextmanager
+    def scoped(self) -> Iterator[None]:
+        """Names registered inside the block are dropped on leaving it (a notebook trying a
+        declaration twice; the test suite, so one test's temporary tasks never meet another's)."""
+        self._ensure_builtins()
+        before = dict(self._items)
+        try:
+            yield
+        finally:
+            self._items = before
 
     def names(self) -> list[str]:
         self._ensure_builtins()

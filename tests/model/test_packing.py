@@ -5,6 +5,7 @@ image and text-only examples share a row. Families packing cannot keep exact are
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 from dataclasses import replace
@@ -29,6 +30,8 @@ from generalist.batching.packing import (
 from generalist.catalog.records import Example
 from generalist.errors import ConfigError, DataError
 from generalist.train.step import example_target_counts
+
+from support.flash_reference import flash_attention
 
 RTOL = 1e-5
 
@@ -78,9 +81,13 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def packed_vs_unpacked(bundle, examples, capacity: int | None = None) -> dict[str, float]:
+def packed_vs_unpacked(
+    bundle, examples, capacity: int | None = None, flash: bool = False
+) -> dict[str, float]:
     """Max relative differences of per-example losses, summed loss and gradients (capacity
-    None: the longest example plus the longest text-only one, so they share a row)."""
+    None: the longest example plus the longest text-only one, so they share a row). `flash`:
+    the packed batch runs on transformers' flash_attention_2 path (CPU kernels), all examples
+    in its one row; unpacked stays on sdpa."""
     model = bundle.model
     model.eval()  # no dropout: the same function twice
     collator = Collator(bundle, max_length=256)
@@ -96,6 +103,8 @@ def packed_vs_unpacked(bundle, examples, capacity: int | None = None) -> dict[st
     sums.sum().backward()
     expected = _grads(model)
 
+    if flash:
+        capacity = sum(e.length for e in encoded)
     rows = pack_lengths([e.length for e in encoded], capacity)
     assert len(rows) < len(encoded)  # something was packed
     assert any(
@@ -104,22 +113,29 @@ def packed_vs_unpacked(bundle, examples, capacity: int | None = None) -> dict[st
     )  # an image and a text-only example in one row
     order = [i for r in rows for i in r]
     kind = collator.layout.kind
-    packed = pack_batch(
-        [[encoded[i] for i in r] for r in rows],
-        collator.pad_id,
-        kind,
-        int(bundle.image_token_id or 0),
-        **packing_options(bundle.base_model, kind, collator.layout.soft_token_id),
-    )
-    assert packed["example_ids"] == [encoded[i].id for i in order]
-    model.zero_grad()
-    inputs = model_inputs(packed)
-    labels = inputs.pop("labels")
-    p_sums, p_counts = packed_example_losses(
-        model(**inputs).logits, labels, packed["example_index"]
-    )
-    p_sums.sum().backward()
+    with flash_attention(model) if flash else contextlib.nullcontext([]) as varlen_calls:
+        packed = pack_batch(
+            [[encoded[i] for i in r] for r in rows],
+            collator.pad_id,
+            kind,
+            int(bundle.image_token_id or 0),
+            **packing_options(bundle.base_model, kind, collator.layout.soft_token_id),
+        )
+        assert packed["example_ids"] == [encoded[i].id for i in order]
+        model.zero_grad()
+        inputs = model_inputs(packed)
+        labels = inputs.pop("labels")
+        p_sums, p_counts = packed_example_losses(
+            model(**inputs).logits, labels, packed["example_index"]
+        )
+        p_sums.sum().backward()
     got = _grads(model)
+    if flash:  # no mask; every text attention layer cut the row at the examples' starts
+        assert "attention_mask" not in packed
+        starts = [int(s) for s in (packed["example_index"][0].diff() != 0).nonzero()[:, 0] + 1]
+        width = packed["input_ids"].shape[1]
+        text_calls = [c for c in varlen_calls if c[-1] == width]  # Qwen's vision has its own
+        assert text_calls and all(c == [0, *starts, width] for c in text_calls)
     assert p_counts.tolist() == counts[order].tolist()
     assert example_target_counts(packed, True).tolist() == counts[order].tolist()
     assert packed["real_tokens"] == int(unpacked["attention_mask"].sum())
@@ -180,9 +196,37 @@ def test_a_family_packing_cannot_keep_exact_is_a_config_error(kind):
         check_packable(accepted, "x", "sdpa")
 
 
-def test_flash_attention_with_packing_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"batch\.packing: model\.attn_implementation"):
-        check_packable("default", "llava", "flash_attention_2")
+def test_a_kernel_or_family_flash_cannot_pack_is_a_config_error():
+    for kind in ("gemma3", "paligemma"):  # two-way blocks need a mask
+        flash = r"model\.attn_implementation 'flash_attention_2' packs by position ids without"
+        with pytest.raises(ConfigError, match=rf"batch\.packing: {flash} a mask"):
+            check_packable(kind, "x", "flash_attention_2")
+    with pytest.raises(ConfigError, match=r"'flex_attention' cannot keep attention inside"):
+        check_packable("default", "llava", "flex_attention")
+    for kind in ("default", "text", "mrope", "anyres", "tiled"):
+        check_packable(kind, "x", "flash_attention_2")
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "llava_onevision", "smolvlm"])
+def test_flash_attention_varlen_packing_equals_unpacked(tmp_path, h, make_bundle, family):
+    """transformers' own flash_attention_2 path (CPU kernels: tests/support/flash_reference.py)
+    on one packed row without a mask: the positions cut it per example, the vision tower is
+    untouched, and losses and gradients equal sdpa unpacked."""
+    torch.manual_seed(0)
+    examples = _examples(h, chat=False)
+    if family == "llava":
+        bundle = make_bundle()
+    elif family == "qwen2_5_vl":
+        from support import tiny_gemma3_qwen_mllama as tiny
+
+        bundle = _bundle(tiny.save_tiny_qwen_vl(tmp_path / family, h.corpus, family), "raw")
+    else:
+        from support import tiny_idefics3_smolvlm_llava_next as tiny
+
+        bundle = _bundle(tiny.SAVERS[family](tmp_path / family, h.corpus), "raw")
+    diffs = packed_vs_unpacked(bundle, examples, flash=True)
+    assert diffs["n_grads"] > 0
+    assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
 
 
 def test_best_fit_decreasing_places_every_example_once_within_capacity():
@@ -279,3 +323,34 @@ def test_paligemma_packed_equals_unpacked(tmp_path, h):
     print("paligemma raw", diffs)
     assert diffs["n_grads"] > 0
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
+
+
+def test_mllama_cannot_be_packed_exactly_its_unpacked_loss_already_depends_on_batch_mates(
+    tmp_path, h
+):
+    """Why check_packable refuses Mllama: a token that attends no image (here the prompt before
+    <|image|>) gets the mean of every image of its row in the cross-attention layers. So the
+    same one-image example's loss changes beside an example of two images (its row gains a
+    padding image), and a packed neighbour's images would change it too."""
+    from support import tiny_gemma3_qwen_mllama as tiny
+
+    bundle = _bundle(tiny.save_tiny_mllama(tmp_path / "mllama", h.corpus), "raw")
+    bundle.model.eval()
+    one = h.image_example(0, "red")
+    two = replace(
+        h.image_example(1, "blue"),
+        prompt=one.prompt.replace("<image>", "<image> <image>"),
+        images=(h.png("blue"), h.png("green")),
+    )
+    collator = Collator(bundle, max_length=256)
+    encoded = collator.encode_many([one, two])
+
+    def first_loss(group) -> float:
+        inputs = model_inputs(collator.pad(group))
+        labels = inputs.pop("labels")
+        with torch.no_grad():
+            sums, _ = example_losses(bundle.model(**inputs).logits, labels)
+        return float(sums[0])
+
+    alone, beside = first_loss(encoded[:1]), first_loss(encoded)
+    assert abs(alone - beside) / abs(alone) > 1e-4, (alone, beside)
