@@ -10,6 +10,8 @@ auto), on easy-vqa shards written first, each run a real `generalist train` in t
               CUDA: bf16 kernels are not bitwise deterministic, so to 2e-2)
   zero3       ZeRO-3
   attention   eager and flash_attention_2 (when flash-attn is installed; else its ConfigError)
+  packed      packed rows with sdpa's block mask, then with flash_attention_2's varlen kernel:
+              the same first loss (bf16: to 2e-2)
   liger       model.liger_kernel (when liger-kernel is installed; else its ConfigError)
   bench       `generalist bench train --config` on the same model: tokens/s vs a plain loop,
               padding, time split, MFU (generalist.train.flops)
@@ -124,14 +126,15 @@ def run_training(base: Mapping[str, Any], name: str, work: Path, **overrides: An
     return record
 
 
-def compare_resume(full: dict, resumed: dict, tolerance: float) -> dict:
-    """The resumed run's losses against the uninterrupted run's, step by step."""
-    if not (full.get("ok") and resumed.get("ok")):
-        return resumed
-    steps = sorted(set(full["losses"]) & set(resumed["losses"]))
-    diff = max(abs(full["losses"][s] - resumed["losses"][s]) for s in steps) if steps else None
+def compare_losses(reference: dict, run: dict, tolerance: float) -> dict:
+    """`run`'s losses against the reference run's at their common steps (a resumed run against
+    the uninterrupted one; flash-attention varlen packing against sdpa's block mask)."""
+    if not (reference.get("ok") and run.get("ok")):
+        return run
+    steps = sorted(set(reference["losses"]) & set(run["losses"]))
+    diff = max(abs(reference["losses"][s] - run["losses"][s]) for s in steps) if steps else None
     ok = diff is not None and diff <= tolerance
-    return resumed | {"ok": ok, "steps_compared": steps, "max_abs_diff": diff}
+    return run | {"ok": ok, "steps_compared": steps, "max_abs_diff": diff}
 
 
 def base_config(spec: CheckSpec, shards: Path, model_dir: Path) -> dict[str, Any]:
@@ -225,17 +228,20 @@ def check(spec: CheckSpec, args: argparse.Namespace, work: Path) -> dict[str, An
     runs["zero2"] = run_training(base, "zero2", work, deepspeed=2, steps=n, **every)
     resume_from = work / "zero2" / "checkpoints" / f"step-{half:06d}"
     resumed = run_training(base, "resume", work, deepspeed=2, steps=n, resume=str(resume_from))
-    runs["resume"] = compare_resume(runs["zero2"], resumed, 2e-2 if cuda else 1e-6)
+    tolerance = 2e-2 if cuda else 1e-6
+    runs["resume"] = compare_losses(runs["zero2"], resumed, tolerance)
     runs["zero3"] = run_training(base, "zero3", work, deepspeed=3, steps=spec.steps["zero3"])
     a = spec.steps["attention"]
     for impl in ("eager", "flash_attention_2"):
         runs[impl] = run_training(base, impl, work, steps=a, **{"model.attn_implementation": impl})
     runs["liger"] = run_training(base, "liger", work, steps=a, **{"model.liger_kernel": True})
-    # packed rows (docs/packing.md); flash-attention varlen: refused, or skipped without flash-attn
+    # packed rows (docs/packing.md), sdpa's block mask and flash-attention varlen (its ConfigError
+    # without flash-attn): the same first step's loss
     packed = {"batch.packing": True, "batch.max_tokens": 2 * base["batch"]["max_length"]}
     runs["packed"] = run_training(base, "packed", work, steps=1, **packed)  # CI time: one step
     flash = {**packed, "model.attn_implementation": "flash_attention_2"}
-    runs["packed_flash_attention_2"] = run_training(base, "packed_fa2", work, steps=a, **flash)
+    varlen = run_training(base, "packed_fa2", work, steps=a, **flash)
+    runs["packed_flash_attention_2"] = compare_losses(runs["packed"], varlen, tolerance)
     result["runs"] = runs
     t = time.perf_counter()
     config = work / "bench.yaml"
