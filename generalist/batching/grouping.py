@@ -100,7 +100,12 @@ def cut_window(
         assert max_tokens is not None  # the config requires it with packing
         kind, image_id = collator.layout.kind, int(collator.bundle.image_token_id or 0)
         options = packing_options(collator.bundle.base_model, kind, collator.layout.soft_token_id)
-        rows = [[encoded[i] for i in row] for row in pack_lengths(lengths, max_tokens)]
+        # a row carries one dummy image only when none of its examples has an image
+        imageless = [e.has_dummy for e in encoded]
+        dummy = max((len(e.dummy) for e in encoded if e.has_dummy), default=0)
+        bodies = [len(e.input_ids) for e in encoded]
+        packed = pack_lengths(bodies, max_tokens, imageless, dummy)
+        rows = [[encoded[i] for i in row] for row in packed]
         return [
             lambda row=row: pack_batch([row], collator.pad_id, kind, image_id, **options)
             for row in rows

@@ -46,6 +46,7 @@ Refused by `check_packable`, with a ConfigError naming the key:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -113,11 +114,23 @@ def packing_options(model: torch.nn.Module, kind: str, soft_token_id: int | None
     return {}
 
 
-def pack_lengths(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Indices of `lengths` in rows of total length <= capacity, by best-fit decreasing: the
-    longest first, each into the fullest row it fits. Rows come back in the order of their
-    first index, their indices ascending (deterministic; the stream's order is kept)."""
-    for i, n in enumerate(lengths):
+def pack_lengths(
+    lengths: Sequence[int],
+    capacity: int,
+    imageless: Sequence[bool] | None = None,
+    dummy: int = 0,
+) -> list[list[int]]:
+    """Indices of `lengths` in rows of at most `capacity` tokens, by best-fit decreasing: the
+    longest first, each into the fullest row it fits; no two rows fit in one. Rows come back in
+    the order of their first index, their indices ascending (deterministic; the stream's order is
+    kept).
+
+    `imageless[i]`: example i has no image of its own (lengths without its dummy image). A row
+    of such examples only carries one dummy image of `dummy` tokens, so the vision tower runs
+    (pack_batch keeps the first one's); a row with a real image carries none."""
+    imageless = imageless or [False] * len(lengths)
+    alone = [n + (dummy if imageless[i] else 0) for i, n in enumerate(lengths)]
+    for i, n in enumerate(alone):
         if n > capacity:
             raise DataError(
                 f"an example of {n} tokens (index {i} of its window) does not fit in "
@@ -125,16 +138,33 @@ def pack_lengths(lengths: Sequence[int], capacity: int) -> list[list[int]]:
                 "plus a dummy image's tokens)"
             )
     rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        fits = [r for r in range(len(rows)) if free[r] >= lengths[i]]
+    used: list[int] = []  # tokens of each row, its dummy image included
+    no_image: list[bool] = []  # the row has no image of its own (so it carries a dummy)
+    for i in sorted(range(len(lengths)), key=lambda i: (-alone[i], i)):
+        # each row's tokens with example i in it (an image drops the row's dummy)
+        drop = 0 if imageless[i] else dummy
+        loads = [used[r] + lengths[i] - (drop if no_image[r] else 0) for r in range(len(rows))]
+        fits = [r for r, load in enumerate(loads) if load <= capacity]
         if fits:
-            best = min(fits, key=lambda r: (free[r], r))
+            best = max(fits, key=lambda r: (loads[r], -r))  # the fullest row it fits
             rows[best].append(i)
-            free[best] -= lengths[i]
+            used[best] = loads[best]
+            no_image[best] = no_image[best] and imageless[i]
         else:
             rows.append([i])
-            free.append(capacity - lengths[i])
+            used.append(alone[i])
+            no_image.append(imageless[i])
+    # an image dropping a row's dummy can leave two rows that now fit together: join them
+    joined = True
+    while joined:
+        joined = False
+        for a, b in itertools.combinations(range(len(rows)), 2):
+            both = rows[a] + rows[b]
+            dummy_left = dummy if all(imageless[i] for i in both) else 0
+            if sum(lengths[i] for i in both) + dummy_left <= capacity:
+                rows[a], joined = both, True
+                del rows[b]
+                break
     rows = [sorted(r) for r in rows]
     rows.sort(key=min)
     return rows
@@ -200,11 +230,13 @@ def pack_batch(
     if varlen and len(rows) != 1:
         raise ValueError(f"a varlen packed batch is one row (flash attention), not {len(rows)}")
     mrope = layout_kind == "mrope"
-    if mrope and any(e.images and not e.has_dummy for row in rows for e in row):
-        rows = [
-            [replace(e, images={}, dummy=[], has_dummy=False) if e.has_dummy else e for e in row]
-            for row in rows
-        ]
+    # a row with an image of its own needs no dummy image, one without needs one (the first
+    # example's); M-RoPE: none in a batch with a real image (as the collator, grid order)
+    with_images = [any(e.images and not e.has_dummy for e in row) for row in rows]
+    rows = [
+        _one_dummy(row, has or (mrope and any(with_images)))
+        for row, has in zip(rows, with_images, strict=True)
+    ]
     width = max(sum(e.length for e in row) for row in rows)
     n_rows = len(rows)
     ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
@@ -266,6 +298,20 @@ def pack_batch(
     batch["task_names"] = [e.task for e in examples]
     batch["example_ids"] = [e.id for e in examples]
     return batch
+
+
+def _one_dummy(row: Sequence[Encoded], has_image: bool) -> list[Encoded]:
+    """The row's examples with the dummy images dropped but the first (all of them when the row
+    has an image). A dummy's tokens are attended by no real token, so dropping one changes
+    nothing that is trained; it only saves its tokens."""
+    may_keep = not has_image
+    out = []
+    for e in row:
+        if e.has_dummy and not may_keep:
+            e = replace(e, images={}, dummy=[], has_dummy=False)
+        may_keep = may_keep and not e.has_dummy
+        out.append(e)
+    return out
 
 
 def _attention_mask(

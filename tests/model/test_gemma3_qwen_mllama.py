@@ -315,21 +315,6 @@ def test_max_tiles_beyond_what_the_family_tiles_is_a_config_error(
         Collator(bundle, 256)
 
 
-@pytest.mark.slow
-def test_zero3_two_ranks_mixed_batches_learn_for_every_family(tmp_path, h):
-    """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA on each tiny family in
-    turn (one launch): micro-batches that mix image and text-only examples and steps where one
-    rank's micro-batch is text only (its dummy image) and the other's has images (schedule
-    iid): the ranks stay in step and each family's loss falls."""
-    from support import train_in_turn as in_turn
-
-    models = {f: {"name_or_path": str(save_tiny(f, tmp_path / f, h.corpus))} for f in FAMILIES}
-    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=8, max_length=256, tag="zero3")
-    for family, config in configs.items():
-        curve = runs.losses(config.with_suffix(""))
-        assert sorted(curve) == list(range(1, 9)) and runs.falls(curve), (family, curve)
-
-
 def test_flops_count_every_mllama_tile_the_tower_runs(tmp_path, h):
     from generalist.train.flops import batch_work
 

@@ -210,27 +210,3 @@ def test_chat_format_learns_generates_scores_exports_and_reloads(family, tmp_pat
         a = plain.generate(**model_inputs(gen), **kw)
         b = bundle.model.generate(**model_inputs(gen), **kw)
     assert a.tolist() == b.tolist()
-
-
-@pytest.mark.slow
-def test_zero3_two_ranks_mixed_batches_learn_in_chat_format_for_every_family(tmp_path, h):
-    """test_gemma3_qwen_mllama's ZeRO-3 run in the chat format: `generalist train` under deepspeed,
-    2 CPU ranks, ZeRO-3 + LoRA on each tiny family with its published template in turn (one
-    launch), micro-batches mixing image and text-only examples and steps where one rank's is
-    text only: the token-mask preflight passes, the ranks stay in step, each loss falls, and
-    each saved model dir keeps prompt_format chat."""
-    import json
-
-    from support import train_in_turn as in_turn
-
-    models = {
-        f: {"name_or_path": str(chat_dir(f, tmp_path / f, h.corpus)), "prompt_format": "chat"}
-        for f in FAMILIES
-    }
-    # 16 steps: Gemma 3's chat loss (its <end_of_turn> too) needs 16 to fall
-    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps=16, max_length=256, tag="chat")
-    for family, config in configs.items():
-        curve = runs.losses(config.with_suffix(""))
-        assert sorted(curve) == list(range(1, 17)) and runs.falls(curve), (family, curve)
-        saved = config.with_suffix("") / "checkpoints" / "step-000016" / "model" / "model.json"
-        assert json.loads(saved.read_text())["model"]["prompt_format"] == "chat", family

@@ -169,30 +169,3 @@ def test_chat_learns_generates_scores_exports_and_keeps_the_format(saved, h, tmp
         assert c[row, width : width + len(want)].tolist() == want, example.id
         assert want[-1] in stops
     assert chat_bundle(out).processor.chat_template == bundle.processor.chat_template
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("prompt_format", ["raw", "chat"])
-def test_zero3_two_ranks_mixed_batches_learn_for_every_family(saved, tmp_path, prompt_format):
-    """`generalist train` under deepspeed, 2 CPU ranks, ZeRO-3 + LoRA, in each prompt format, on
-    each tiny family in turn (one launch: tests/support/train_in_turn.py): micro-batches mix image
-    and text-only examples and at some steps one rank's is text only; the masked dummy image
-    keeps both ranks running the vision tower, so no rank waits on a gather the other never
-    starts. The ranks stay in step (different tile counts per rank), each loss falls, each saved
-    model dir keeps its prompt_format."""
-    import json
-
-    from support import train_in_turn as in_turn
-
-    models = {
-        f: {"name_or_path": str(saved[f]), "prompt_format": prompt_format} for f in tiny.FAMILIES
-    }
-    steps = 12
-    runs, configs = in_turn.zero3_in_turn(tmp_path, models, steps, 512, tag=prompt_format)
-    for family, config in configs.items():
-        curve = runs.losses(config.with_suffix(""))
-        assert sorted(curve) == list(range(1, steps + 1)) and runs.falls(curve), (family, curve)
-        name = f"step-{steps:06d}"
-        saved_json = config.with_suffix("") / "checkpoints" / name / "model" / "model.json"
-        written = json.loads(saved_json.read_text())["model"]["prompt_format"]
-        assert written == prompt_format, family

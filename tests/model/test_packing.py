@@ -6,6 +6,7 @@ image and text-only examples share a row. Families packing cannot keep exact are
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import random
 from dataclasses import replace
@@ -230,17 +231,26 @@ def test_flash_attention_varlen_packing_equals_unpacked(tmp_path, h, make_bundle
     assert diffs["losses"] < RTOL and diffs["sum"] < RTOL and diffs["grads"] < RTOL, diffs
 
 
+def _row_load(row: list[int], lengths: list[int], imageless: list[bool], dummy: int) -> int:
+    """A packed row's tokens: its examples' and one dummy image when none has an image."""
+    return sum(lengths[i] for i in row) + (dummy if all(imageless[i] for i in row) else 0)
+
+
 def test_best_fit_decreasing_places_every_example_once_within_capacity():
+    """With text-only examples (`imageless`), a row of only those carries one dummy image."""
     rng = random.Random(0)
-    for _ in range(300):
+    for case in range(600):
         capacity = rng.randint(8, 300)
-        lengths = [rng.randint(1, capacity) for _ in range(rng.randint(1, 60))]
-        rows = pack_lengths(lengths, capacity)
-        assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
-        assert all(sum(lengths[i] for i in r) <= capacity for r in rows)
+        dummy = 0 if case % 2 else rng.randint(1, capacity // 2)
+        n = rng.randint(1, 60)
+        imageless = [bool(dummy) and rng.random() < 0.4 for _ in range(n)]
+        lengths = [rng.randint(1, capacity - (dummy if t else 0)) for t in imageless]
+        rows = pack_lengths(lengths, capacity, imageless, dummy)
+        load = functools.partial(_row_load, lengths=lengths, imageless=imageless, dummy=dummy)
+        assert sorted(i for r in rows for i in r) == list(range(n))
+        assert all(load(r) <= capacity for r in rows)
         # no two rows could be merged (so fewer than 2 x the rows an optimal packing needs)
-        loads = sorted(sum(lengths[i] for i in r) for r in rows)
-        assert len(loads) < 2 or loads[0] + loads[1] > capacity
+        assert all(load(a + b) > capacity for a, b in itertools.combinations(rows, 2))
         assert [min(r) for r in rows] == sorted(min(r) for r in rows)
 
 
@@ -273,6 +283,9 @@ def test_cut_window_packs_rows_and_batches_build_lazily(make_bundle, h):
     encoded = collator.encode_many(_examples(h, chat=False))
     made = cut_window(encoded, collator, micro=4, max_tokens=100, packing=True)
     batches = [m() for m in made]
+    with_image = {e.id for e in encoded if e.images and not e.has_dummy}
+    for b in batches:  # a row's real images, or one dummy image in a row of text only
+        assert b["pixel_values"].shape[0] == max(1, len(with_image & set(b["example_ids"])))
     ids = [i for b in batches for i in b["example_ids"]]
     assert sorted(ids) == sorted(e.id for e in encoded) and len(batches) < len(encoded)
     assert all(b["input_ids"].shape[0] == 1 and b["input_ids"].shape[1] <= 100 for b in batches)

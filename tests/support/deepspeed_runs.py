@@ -24,16 +24,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch_env(**extra: str) -> dict[str, str]:
+    """The environment of a launch: this venv's bin first (the launcher starts `python`), one
+    thread a rank (two ranks on two cores)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return env | {"OMP_NUM_THREADS": "1"} | extra
+
+
+def launch_command(args: list[str], log: Path, ranks: int = 2, **env: str) -> subprocess.Popen:
+    """`deepspeed --num_gpus 2 ARGS...` in its own process group, output to `log`."""
+    cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(free_port()), *args]
+    out = open(log, "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env=launch_env(**env), start_new_session=True
+    )
+
+
 def launch(config: Path, *overrides: str, ranks: int = 2) -> subprocess.Popen:
     """`deepspeed --num_gpus 2 --module generalist.cli train CONFIG ...`, own process group."""
-    cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", str(free_port())]
-    cmd += ["--module", "generalist.cli", "train", str(config), *overrides]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"  # two ranks on two cores
-    log = open(config.with_suffix(".log"), "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    args = ["--module", "generalist.cli", "train", str(config), *overrides]
+    return launch_command(args, config.with_suffix(".log"), ranks)
 
 
 def launch_two_nodes(config: Path, tmp: Path) -> list[subprocess.Popen]:
@@ -42,8 +52,7 @@ def launch_two_nodes(config: Path, tmp: Path) -> list[subprocess.Popen]:
     hostfile = tmp / "hostfile"
     hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
     port = str(free_port())
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
+    env = launch_env()
     procs = []
     for node in (0, 1):
         cmd = [DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(node)]

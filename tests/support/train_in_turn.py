@@ -7,20 +7,27 @@ the package). As a module (`from support.train_in_turn import zero3_in_turn`, th
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from generalist.cli import main
 
 
-def zero3_in_turn(tmp_path: Path, models: dict[str, dict], steps: int, max_length: int, tag: str):
-    """Train each of `models` (name -> the config's `model:` section) for `steps` steps under
-    `deepspeed --num_gpus 2`, ZeRO-3 + LoRA, one after the other in one launch, on the tiny
-    tasks' shards with the iid schedule (stratified would mix every micro-batch): micro-batches
-    mix image and text-only examples and at some steps one rank's is text only (checked on the
-    first config). Returns (runs: support.deepspeed_runs, {name: config path})."""
-    import subprocess
+class Turn(NamedTuple):
+    """One `generalist train` of a launch: the config's `model:` section, steps, max_length."""
+
+    model: dict
+    steps: int
+    max_length: int
+
+
+def zero3_in_turn(tmp_path: Path, turns: dict[str, Turn], tag: str):
+    """Train each of `turns` under `deepspeed --num_gpus 2`, ZeRO-3 + LoRA, one after the other
+    in one launch, on the tiny tasks' shards with the iid schedule (stratified would mix every
+    micro-batch): micro-batches mix image and text-only examples and at some steps one rank's is
+    text only (checked on the first config). Returns (runs: support.deepspeed_runs,
+    {name: config path})."""
 
     import yaml
 
@@ -37,36 +44,25 @@ def zero3_in_turn(tmp_path: Path, models: dict[str, dict], steps: int, max_lengt
     for dataset in ("train_colors", "train_words"):
         write_dataset(dataset, shards, shards, shard_size=10, image_size=32, progress=False)
     configs = {}
-    for name, model in models.items():
+    for name, turn in turns.items():
         config = tmp_path / f"{tag}_{name}.yaml"
         overrides = {
             **runs.LORA,
-            "model": model,
+            "model": turn.model,
             "deepspeed": 3,
             "schedule": "iid",
             "batch.group_by_length": 0,
-            "batch.max_length": max_length,
-            "steps": steps,
-            "checkpoint.every": steps,
+            "batch.max_length": turn.max_length,
+            "steps": turn.steps,
+            "checkpoint.every": turn.steps,
         }
         cfg = tiny_config_dict(shards, config.with_suffix(""), **overrides)
         config.write_text(yaml.safe_dump(cfg))
         configs[name] = config
     assert runs.modality_mix(next(iter(configs.values())))  # the scenario really happens
-    cmd = [runs.DEEPSPEED, "--num_gpus", "2", "--master_port", str(runs.free_port())]
-    cmd += ["--no_local_rank", str(Path(__file__).resolve())]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
     log = tmp_path / f"{tag}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*cmd, *map(str, configs.values())],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        runs.finish(proc, log)
+    script = ["--no_local_rank", str(Path(__file__).resolve()), *map(str, configs.values())]
+    runs.finish(runs.launch_command(script, log), log)
     return runs, configs
 
 
