@@ -36,6 +36,8 @@ import yaml
 
 from generalist.train.run_lock import LOCK, RunLockError, acquire
 
+from support.deepspeed_runs import launch_env
+
 pytestmark = pytest.mark.slow
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
 GENERALIST = str(Path(sys.executable).parent / "generalist")
@@ -51,19 +53,13 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def launch(config: Path, *overrides: str) -> subprocess.Popen:
     """2 ranks under the deepspeed launcher, own process group; output to <config>.log."""
     cmd = [DEEPSPEED, "--num_gpus", "2", "--master_port", str(_port())]
     cmd += ["--module", "generalist.cli", "train", str(config), *overrides]
     log = open(config.with_suffix(".log"), "a")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=launch_env(), start_new_session=True
     )
 
 
@@ -81,7 +77,7 @@ def train_1(config: Path, *overrides: str) -> subprocess.CompletedProcess:
         [GENERALIST, "train", str(config), *overrides],
         capture_output=True,
         text=True,
-        env=_env(),  # warnings shown: they must not show a password either
+        env=launch_env(),  # warnings shown: they must not show a password either
         timeout=TIMEOUT,
     )
 

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +18,8 @@ from generalist.train.step import (
     step_weights,
     target_counts,
 )
+
+from support import deepspeed_runs as runs
 
 HERE = Path(__file__).parent
 
@@ -70,29 +68,10 @@ def test_two_ranks_grad_accum_4_uneven_lengths_equal_one_big_batch(tiny_config) 
         **{"optim.grad_clip": 0.0, "steps": 1},
     )
     out = config.with_name("norm.json")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    cmd = [deepspeed, "--num_gpus", "2", "--master_port", str(port)]
-    cmd += [str(HERE / "norm_ranks.py"), str(config), str(out)]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        text=True,
-    )
-    try:
-        log, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 0, log[-4000:]
+    log = config.with_suffix(".log")
+    script = [str(HERE / "norm_ranks.py"), str(config), str(out)]
+    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # norm_ranks imports
+    runs.finish(runs.launch_command(script, log, PYTHONPATH=path), log)
     result = json.loads(out.read_text())
     assert len(result["targets"]) == 8 and len(set(result["targets"])) > 2  # uneven lengths
     # the default and per_example: exactly their normalisation over all 16 examples

@@ -4,14 +4,11 @@ within 1e-4: one launch per stage (tests/train/packed_ranks.py runs both, in tur
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support import deepspeed_runs as runs
 
 HERE = Path(__file__).parent
 pytestmark = pytest.mark.slow
@@ -31,24 +28,9 @@ def test_packed_two_ranks_follow_the_unpacked_losses(tiny_config, stage) -> None
         **{"batch.max_tokens": 512, "checkpoint.every": 0},
     )
     out = config.with_name("packed.json")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    cmd = [deepspeed, "--num_gpus", "2", "--master_port", str(port)]
-    cmd += [str(HERE / "packed_ranks.py"), str(config), str(out)]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        text=True,
-    )  # fmt: skip
-    try:
-        log, _ = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 0, log[-4000:]
+    log = config.with_suffix(".log")
+    script = [str(HERE / "packed_ranks.py"), str(config), str(out)]
+    runs.finish(runs.launch_command(script, log), log)
     result = json.loads(out.read_text())
     unpacked, packed = result["unpacked"], result["packed"]
     assert (
