@@ -1,8 +1,9 @@
-"""`deepspeed --num_gpus 2 packed_ranks.py CONFIG OUT_JSON`: the same training run twice in one
-launch, unpacked then packed (batch.packing with batch.max_tokens large enough that each
-micro-batch's examples fill one row), so both see the same examples in every optimizer step.
-Rank 0 writes {"unpacked": {step: loss}, "packed": {step: loss}, "padding": [...]} as JSON.
-(A test helper: nothing of it is in the package.)
+"""`deepspeed --num_gpus 2 packed_ranks.py CONFIG OUT_JSON`: the same training run four times in
+one launch, under ZeRO-2 then ZeRO-3, each unpacked then packed (batch.packing with
+batch.max_tokens large enough that each micro-batch's examples fill one row), so both see the
+same examples in every optimizer step. Rank 0 writes, per stage, {"unpacked": {step: loss},
+"packed": {step: loss}, "padding": {...}} as JSON. (A test helper: nothing of it is in the
+package.)
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ def losses(out: Path) -> dict[int, float]:
 
 def main(config: str, out: str) -> None:
     result: dict = {}
-    padding = {}
-    for name, packing in (("unpacked", False), ("packed", True)):
-        run = Path(config).with_name(f"run-{name}")
-        cfg = load_config(config, [f"output_dir={run}", f"batch.packing={str(packing).lower()}"])
-        last = train(cfg, check_config(cfg))
-        if dist.is_main():
-            result[name] = losses(run)
-            padding[name] = last["train/padding_fraction"]
+    for stage in (2, 3):
+        found: dict = {"padding": {}}
+        for name, packing in (("unpacked", False), ("packed", True)):
+            run = Path(config).with_name(f"run-{stage}-{name}")
+            overrides = [f"output_dir={run}", f"deepspeed={stage}"]
+            cfg = load_config(config, [*overrides, f"batch.packing={str(packing).lower()}"])
+            last = train(cfg, check_config(cfg))
+            if dist.is_main():
+                found[name] = losses(run)
+                found["padding"][name] = last["train/padding_fraction"]
+        result[str(stage)] = found
     if dist.is_main():
-        result["padding"] = padding
         Path(out).write_text(json.dumps(result))
     dist.barrier()
 

@@ -1,16 +1,21 @@
-"""Test launches only (tests/support/deepspeed_runs.py puts this folder on PYTHONPATH).
+"""Test subprocesses only (tests/conftest.py puts this folder first on PYTHONPATH).
 
-The DeepSpeed launcher's two processes (the `deepspeed` runner, then deepspeed.launcher.launch)
-each import all of deepspeed before any rank starts, and deepspeed's autotuner imports mlflow
-whenever it is installed: about 3 s of each, one after the other, in every launch, for a tracker
-the launcher never uses. Hidden from those two processes only; the ranks import it as usual.
+`import deepspeed` imports its autotuner, which imports mlflow whenever it is installed: 1 to 3 s
+of every process that imports deepspeed (a launch has four: the `deepspeed` runner,
+deepspeed.launcher.launch, two ranks), for an autotuner the tests never run. That one import
+fails here; every other `import mlflow` (ours, when a run logs to MLflow) works as usual.
 """
 
+import importlib.abc
 import sys
-from pathlib import Path
 
-_argv = sys.orig_argv
-if (len(_argv) > 1 and Path(_argv[1]).name == "deepspeed") or "deepspeed.launcher.launch" in _argv[
-    :5
-]:
-    sys.modules["mlflow"] = None  # type: ignore[assignment]  # `import mlflow` raises ImportError
+
+class _NoMlflowForDeepspeedAutotuner(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        autotuner = sys.modules.get("deepspeed.autotuning.autotuner")
+        if name == "mlflow" and autotuner is not None and not hasattr(autotuner, "has_mlflow"):
+            raise ModuleNotFoundError("mlflow is hidden from deepspeed's autotuner in tests")
+        return None
+
+
+sys.meta_path.insert(0, _NoMlflowForDeepspeedAutotuner())
