@@ -17,6 +17,17 @@ from generalist.catalog.records import DATASETS
 from generalist.catalog.task import TASKS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist (the test command's 2 workers on 2 cores), one torch thread a worker and for
+    what it starts: two workers of two OpenMP threads each, beside a launch's ranks, oversubscribe
+    the cores, and OpenMP's spin-waiting then made 2-second model tests take 30."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files with the most slow tests (DeepSpeed launches) first, each file's tests still together
     and in order: on the test command's 2 xdist workers (--dist loadfile) the long files start
