@@ -227,7 +227,10 @@ def test_qwen2_vl_learns_generates_exports_and_reloads(qwen_dir, h, tmp_path):
     bundle = _bundle(qwen_dir, target_modules=ALL_LINEAR)
     examples = [_example(h, 0, "blue", 64), h.text_example(answer="no"), _example(h, 1, "red", 40)]
     batch = Collator(bundle, 256)(examples)
-    losses = h.train(bundle, batch, steps=25, lr=3e-2)
+    # lr 1e-2: at 3e-2 the loss bounces (0.11 at step 9, 0.63 at 17, 0.57 at 25 on one torch
+    # thread) and the last step may land where "red" is not generated; at 1e-2 it falls
+    # monotonically to 0.026 on one or two threads
+    losses = h.train(bundle, batch, steps=25, lr=1e-2)
     assert losses[-1] < 0.1 * losses[0], losses
     predictor = HFPredictor(bundle, max_length=256, max_new_tokens=4)
     assert predictor.generate(examples) == ["blue", "no", "red"]
