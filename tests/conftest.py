@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from generalist.catalog import loading
 from generalist.catalog.loading import load_catalog
-from generalist.catalog.mixture import MIXTURES
-from generalist.catalog.records import DATASETS
-from generalist.catalog.task import TASKS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,16 +61,3 @@ def faster_launches() -> None:
     autotuner (a launch: ~4.5 s of the runner and launch.py, ~2 s of each rank)."""
     site = str(Path(__file__).parent / "support" / "launcher_site")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def module_catalog() -> Iterator[None]:
-    """What a test module registers (its own tasks, datasets, mixtures, imported files) is gone
-    after it, so two modules may declare the same names in their own folders."""
-    loaded = dict(loading._loaded_paths)
-    with ExitStack() as scopes:
-        for registry in (TASKS, DATASETS, MIXTURES):
-            scopes.enter_context(registry.scoped())
-        yield
-    loading._loaded_paths.clear()
-    loading._loaded_paths.update(loaded)

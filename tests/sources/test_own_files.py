@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,15 @@ from generalist.errors import ConfigError, DataError
 from generalist.shards.manifest import read_records
 from generalist.sources.own_files import FlatSource, iter_records
 
-from support.own_data import make_folder
+from support.own_data import declared_scope, make_folder
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("clinic")
-    import_user_module(str(make_folder(root)))
-    return root
+    with declared_scope():
+        import_user_module(str(make_folder(root)))
+        yield root
 
 
 def records(source: FlatSource, split: str) -> list[Record | BadRecord]:

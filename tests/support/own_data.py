@@ -6,12 +6,36 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 LABELS = ("nevus", "melanoma")
+
+
+@contextmanager
+def declared_scope() -> Iterator[None]:
+    """The tasks, datasets and mixtures a folder's YAML registers (and the imported-file cache)
+    are gone after the block: two tests may declare the same names from their own folders."""
+    from generalist.catalog import loading
+    from generalist.catalog.mixture import MIXTURES
+    from generalist.catalog.records import DATASETS
+    from generalist.catalog.task import TASKS
+
+    loaded = dict(loading._loaded_paths)
+    try:
+        with ExitStack() as scopes:
+            for registry in (TASKS, DATASETS, MIXTURES):
+                scopes.enter_context(registry.scoped())
+            yield
+    finally:
+        loading._loaded_paths.clear()
+        loading._loaded_paths.update(loaded)
+
+
 YAML = """\
 # generalist shard clinic_diagnosis --import {path} --out shards/
 own_tasks:

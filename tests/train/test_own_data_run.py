@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,15 @@ import yaml
 from generalist.cli import main as cli_main
 
 from support import deepspeed_runs as runs
-from support.own_data import make_folder
+from support.own_data import declared_scope, make_folder
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def own_names() -> Iterator[None]:
+    with declared_scope():  # the clinic_* names are also declared by tests/sources' folder
+        yield
 
 
 def test_own_csv_and_jsonl_tasks_shard_train_on_two_ranks_and_evaluate(
