@@ -40,10 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def weight(item: pytest.Item) -> tuple[int, int]:
         name = item.path.relative_to(here).as_posix() if item.path.is_relative_to(here) else ""
-        return (
-            -len(LONGEST_FILES) + LONGEST_FILES.index(name) if name in LONGEST_FILES else 0,
-            -slow[item.path],
-        )
+        rank = LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+        return rank, -slow[item.path]
 
     items.sort(key=weight)  # a stable sort: a file's tests keep their order
 

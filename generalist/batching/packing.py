@@ -72,23 +72,23 @@ RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 def check_packable(layout_kind: str, model_type: str, attn_implementation: str) -> None:
     """Raise a ConfigError naming `batch.packing` when this family or kernel cannot be packed
     exactly (checked before any data is read)."""
-    fallback = "or batch.packing: false (batch.max_tokens alone gives token-budget micro-batches)"
+    fallback = "batch.packing: false (batch.max_tokens alone gives token-budget micro-batches)"
     if attn_implementation not in (*MASKED_KERNELS, *VARLEN_KERNELS):
         raise ConfigError(
             f"batch.packing: model.attn_implementation {attn_implementation!r} cannot keep "
             f"attention inside each packed example; use one of "
-            f"{', '.join(MASKED_KERNELS + VARLEN_KERNELS)}, {fallback}"
+            f"{', '.join(MASKED_KERNELS + VARLEN_KERNELS)}, or {fallback}"
         )
     if layout_kind not in PACKABLE_KINDS:
         raise ConfigError(
             f"batch.packing: the {model_type!r} family (token layout {layout_kind!r}) cannot be "
-            f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set {fallback[3:]}"
+            f"packed exactly (packable layouts: {', '.join(PACKABLE_KINDS)}); set {fallback}"
         )
     if attn_implementation in VARLEN_KERNELS and layout_kind not in VARLEN_KINDS:
         raise ConfigError(
             f"batch.packing: model.attn_implementation {attn_implementation!r} packs by position "
             f"ids without a mask, which cannot give the {model_type!r} family's two-way image "
-            f"or prompt blocks; use sdpa or eager, {fallback}"
+            f"or prompt blocks; use sdpa or eager, or {fallback}"
         )
 
 
@@ -101,10 +101,11 @@ def rope_index_of(model: torch.nn.Module) -> RopeIndex:
 
 def packing_options(model: torch.nn.Module, kind: str, soft_token_id: int | None) -> dict[str, Any]:
     """pack_batch's family options for `model` (its token layout `kind`, its attention kernel)."""
-    if model.config._attn_implementation in VARLEN_KERNELS:
-        return {"varlen": True, **({"rope_index": rope_index_of(model)} if kind == "mrope" else {})}
+    varlen = {"varlen": True} if model.config._attn_implementation in VARLEN_KERNELS else {}
     if kind == "mrope":
-        return {"rope_index": rope_index_of(model)}
+        return {"rope_index": rope_index_of(model), **varlen}
+    if varlen:
+        return varlen
     if kind == "gemma3":
         text = model.config.get_text_config()
         return {"image_block_token": soft_token_id, "sliding_window": text.sliding_window}
